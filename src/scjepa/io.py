@@ -1,0 +1,93 @@
+"""Atomic writers and checked readers.
+
+Every output of the workflow is written to a temporary name in the destination folder and
+renamed into place, so a process killed mid-write never leaves a file that Snakemake (or a
+user) would take as complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from scjepa.errors import InputError
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Path]:
+    """Yield a temporary path next to ``dest``; rename it onto ``dest`` only on success."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(dest.suffixes)
+    if is_dir:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{dest.stem}.", suffix=f".tmp{suffix}", dir=dest.parent)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if is_dir:
+            if dest.exists():
+                shutil.rmtree(dest)
+            os.replace(tmp, dest)
+        else:
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, dest)
+    except BaseException:
+        if tmp.exists():
+            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+        raise
+
+
+def write_json(obj: Any, dest: str | os.PathLike) -> None:
+    """Write JSON atomically (sorted keys, so identical content gives identical bytes)."""
+    with atomic_path(dest) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_h5ad(adata, dest: str | os.PathLike, *, compression: str | None = None) -> None:
+    """Write an AnnData atomically."""
+    with atomic_path(dest) as tmp:
+        adata.write_h5ad(tmp, compression=compression)
+
+
+def write_text(text: str, dest: str | os.PathLike) -> None:
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text)
+
+
+def read_h5ad(path: str | os.PathLike, *, backed: str | None = None):
+    """Read an h5ad, turning a missing, truncated or corrupt file into an InputError naming it."""
+    import anndata as ad
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError("does not exist", path=path)
+    try:
+        return ad.read_h5ad(path, backed=backed)
+    except Exception as exc:  # h5py/anndata raise many types for a damaged file
+        raise InputError(
+            f"cannot be read as h5ad ({type(exc).__name__}: {exc}); is it truncated or corrupt?",
+            path=path,
+        ) from exc

@@ -1,0 +1,65 @@
+"""The MLP encoder and decoder shared by every neural method (ssl_in_scg / scTab shape).
+
+Encoder: D -> 512 -> 512 -> 256 -> 256 -> 64, SELU, dropout 0.1, no normalisation layers.
+The decoder mirrors it. Shapes: input (N, D) log1p-normalised expression, output (N, latent).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+DEFAULT_HIDDEN: tuple[int, ...] = (512, 512, 256, 256)
+DEFAULT_LATENT = 64
+
+
+def _mlp(dims: Sequence[int], dropout: float, last_activation: bool) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        layers.append(nn.Linear(a, b))
+        is_last = i == len(dims) - 2
+        if not is_last or last_activation:
+            layers.append(nn.SELU())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+class Encoder(nn.Module):
+    """x (N, n_genes) -> z (N, latent). The last layer is linear (no activation)."""
+
+    def __init__(
+        self,
+        n_genes: int,
+        hidden: Sequence[int] = DEFAULT_HIDDEN,
+        latent: int = DEFAULT_LATENT,
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        self.n_genes, self.hidden, self.latent, self.dropout = n_genes, tuple(hidden), latent, dropout
+        self.net = _mlp([n_genes, *hidden, latent], dropout, last_activation=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def hparams(self) -> dict:
+        return {"n_genes": self.n_genes, "hidden": list(self.hidden), "latent": self.latent, "dropout": self.dropout}
+
+
+class Decoder(nn.Module):
+    """z (N, latent) -> x_hat (N, n_genes); mirror of the encoder, linear output."""
+
+    def __init__(
+        self,
+        n_genes: int,
+        hidden: Sequence[int] = DEFAULT_HIDDEN,
+        latent: int = DEFAULT_LATENT,
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        self.net = _mlp([latent, *reversed(tuple(hidden)), n_genes], dropout, last_activation=False)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
