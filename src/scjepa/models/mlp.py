@@ -15,7 +15,8 @@ DEFAULT_HIDDEN: tuple[int, ...] = (512, 512, 256, 256)
 DEFAULT_LATENT = 64
 
 
-def _mlp(dims: Sequence[int], dropout: float, last_activation: bool) -> nn.Sequential:
+def mlp(dims: Sequence[int], dropout: float = 0.0, last_activation: bool = False) -> nn.Sequential:
+    """Linear layers dims[0] -> ... -> dims[-1], SELU (+ dropout) between them."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
         layers.append(nn.Linear(a, b))
@@ -25,6 +26,9 @@ def _mlp(dims: Sequence[int], dropout: float, last_activation: bool) -> nn.Seque
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)
+
+
+_mlp = mlp  # backwards-compatible name
 
 
 class Encoder(nn.Module):
@@ -59,7 +63,11 @@ class Decoder(nn.Module):
         dropout: float = 0.1,
     ):
         super().__init__()
+        self.n_genes, self.hidden, self.latent, self.dropout = n_genes, tuple(hidden), latent, dropout
         self.net = _mlp([latent, *reversed(tuple(hidden)), n_genes], dropout, last_activation=False)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)
+
+    def hparams(self) -> dict:
+        return {"n_genes": self.n_genes, "hidden": list(self.hidden), "latent": self.latent, "dropout": self.dropout}

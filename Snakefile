@@ -1,0 +1,30 @@
+# scJEPA benchmark workflow. Entry point: `snakemake --cores N` (default config) or
+# `snakemake --cores N --profile slurm --configfile config/paper.yaml` on a cluster.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+
+
+rule all:
+    """Every table and figure of the benchmark, and the inputs of the HTML report."""
+    input:
+        all_targets(),
+    default_target: True
+
+
+include: "workflow/rules/data.smk"
+
+
+for _method_file in method_rule_files():
+
+    include: _method_file
+
+
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"

@@ -1,0 +1,144 @@
+"""Configuration: schema validation (with defaults) and the checks a schema cannot express.
+
+The workflow calls :func:`check` right after Snakemake's own schema validation, so every error
+below surfaces before any job runs, naming the offending key.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scjepa.errors import InputError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+TORCH_FAMILIES = ("scjepa", "mae", "barlow_twins", "supervised")
+ALL_TASKS = ("zero_shot", "finetune", "integration", "spatial", "bridge")
+DEFAULT_SERVES = {
+    **{f: list(ALL_TASKS) for f in TORCH_FAMILIES},
+    "pca": ["zero_shot", "integration", "spatial", "bridge"],
+    "scvi": ["integration"],
+    "harmony": ["integration"],
+}
+#: dataset role -> tasks that run on it
+ROLE_TASKS = {
+    "in_distribution": ("zero_shot", "finetune"),
+    "out_of_distribution": ("zero_shot", "finetune"),
+    "integration": ("integration",),
+    "spatial": ("spatial", "finetune"),
+    "timecourse": ("bridge",),
+    "perturbation": ("bridge",),
+}
+SOURCE_KEYS = {
+    "synthetic": ("synthetic",),
+    "url": ("url", "sha256"),
+    "census": ("census_dataset_id",),
+    "local": ("path",),
+    "bundled": ("name",),
+}
+ROLE_COLUMNS = {
+    "pretrain": ("cell_type", "donor"),
+    "in_distribution": ("cell_type", "donor"),
+    "out_of_distribution": ("cell_type", "donor"),
+    "integration": ("cell_type", "donor"),
+    "spatial": ("cell_type", "donor", "x", "y"),
+    "timecourse": ("donor", "time"),
+    "perturbation": ("cell_type", "donor", "condition"),
+}
+
+
+def load_schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _set_defaults(instance: Any, schema: dict, root: dict) -> None:
+    """Fill ``default`` values recursively (what Snakemake's ``validate(set_default=True)`` does)."""
+    if "$ref" in schema:
+        ref = schema["$ref"].split("/")[-1]
+        schema = {**root["definitions"][ref], **{k: v for k, v in schema.items() if k != "$ref"}}
+    if not isinstance(instance, dict):
+        return
+    for key, sub in schema.get("properties", {}).items():
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if key in instance:
+            _set_defaults(instance[key], sub, root)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key, value in instance.items():
+            if key not in schema.get("properties", {}):
+                _set_defaults(value, extra, root)
+
+
+def validate(config: dict) -> dict:
+    """Schema-validate ``config`` (a copy, defaults filled), then :func:`check` it."""
+    import jsonschema
+
+    schema = load_schema()
+    cfg = copy.deepcopy(config)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    if errors:
+        e = errors[0]
+        key = ".".join(map(str, e.absolute_path)) or "<top level>"
+        raise InputError(f"invalid config: {e.message}", key=key)
+    _set_defaults(cfg, schema, schema)
+    check(cfg)
+    return cfg
+
+
+def method_entry(config: dict, method: str) -> dict:
+    """The method's params with defaults: family, serves, hparams, label, ablation_of, gpu."""
+    entry = dict(config.get("method_params", {}).get(method) or {"family": method})
+    entry.setdefault("hparams", {})
+    entry.setdefault("label", None)
+    entry.setdefault("ablation_of", None)
+    entry.setdefault("gpu", 0)
+    entry.setdefault("serves", DEFAULT_SERVES.get(entry["family"], ["zero_shot", "integration", "spatial", "bridge"]))
+    if entry["label"] is None:
+        entry["label"] = method
+    return entry
+
+
+def check(config: dict) -> None:
+    """Cross-key checks: the corpus exists and pretrains, sources have their keys, roles their columns."""
+    datasets = config["datasets"]
+    corpus = config["corpus"]
+    if corpus not in datasets:
+        raise InputError(f"corpus '{corpus}' is not a dataset in 'datasets' ({', '.join(datasets)})", key="corpus")
+    if "pretrain" not in datasets[corpus]["roles"]:
+        raise InputError(f"corpus '{corpus}' must have the role 'pretrain'", key=f"datasets.{corpus}.roles")
+    gs = config.get("gene_space", {})
+    if gs.get("from_dataset") and gs["from_dataset"] not in datasets:
+        raise InputError(f"'{gs['from_dataset']}' is not a dataset", key="gene_space.from_dataset")
+    for name, ds in datasets.items():
+        if "/" in name or name.startswith("."):
+            raise InputError("dataset names may not contain '/' or start with '.'", key=f"datasets.{name}")
+        for k in SOURCE_KEYS[ds["source"]]:
+            if ds.get(k) in (None, ""):
+                raise InputError(f"source '{ds['source']}' needs '{k}'", key=f"datasets.{name}.{k}")
+        cols = ds.get("columns", {})
+        for role in ds["roles"]:
+            for col in ROLE_COLUMNS[role]:
+                if not cols.get(col):
+                    raise InputError(f"role '{role}' needs the column mapping '{col}'",
+                                     key=f"datasets.{name}.columns.{col}")
+        ref = ds.get("reference")
+        if ref is not None and ref not in datasets:
+            raise InputError(f"reference '{ref}' is not a dataset", key=f"datasets.{name}.reference")
+    seen = set()
+    for m in config["methods"]:
+        if m in seen:
+            raise InputError(f"method '{m}' is listed twice", key="methods")
+        seen.add(m)
+    for m, entry in config.get("method_params", {}).items():
+        if entry.get("ablation_of") and entry["ablation_of"] not in config.get("method_params", {}):
+            raise InputError(f"ablation_of '{entry['ablation_of']}' is not a method",
+                             key=f"method_params.{m}.ablation_of")
+        if "finetune" in entry.get("serves", []) and entry["family"] in ("pca", "scvi", "harmony"):
+            raise InputError(f"family '{entry['family']}' has no encoder to fine-tune",
+                             key=f"method_params.{m}.serves")

@@ -1,0 +1,266 @@
+"""Preprocessing (PROTOCOL.md, Data): checks, normalise to 1e4 + log1p, gene alignment, donor split.
+
+Memory is bounded by ``chunk_size`` rows, never by the dataset: the raw file is read backed, each
+chunk is checked, aligned to the corpus gene space and normalised, and appended to the output's
+on-disk CSR matrices (anndata's ``sparse_dataset(...).append``). Only ``obs`` (one row per cell)
+is held whole.
+
+Output contract: ``docs/CONTRACTS.md`` (processed dataset).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import h5py
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from scjepa.data.genes import GeneSpace
+from scjepa.data.splits import donor_split
+from scjepa.errors import InputError
+from scjepa.io import atomic_path, read_h5ad
+
+log = logging.getLogger(__name__)
+
+#: standard obs column -> whether a dataset must map it
+STANDARD_COLUMNS = ("cell_type", "batch", "donor", "time", "condition", "x", "y")
+X_KINDS = ("counts", "log1p_normalized")
+
+
+@dataclass
+class PreprocessConfig:
+    """Knobs of preprocessing; every one is a config value (config/README.md)."""
+
+    target_sum: float = 1e4
+    chunk_size: int = 10_000
+    min_coverage: float = 0.5
+    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    split_seed: int = 0
+    x_kind: str = "counts"  # what the source's X holds
+    columns: Mapping[str, str | None] = field(default_factory=dict)  # standard name -> source column
+    required: tuple[str, ...] = ("cell_type", "donor")
+    keep_columns: tuple[str, ...] = ()  # extra source obs columns kept verbatim (ground truth, ...)
+    gene_id_column: str | None = None  # var column with gene ids; None = var_names
+    matrix: str = "X"  # where the source keeps its values: X, raw.X or layers/<name>
+    dataset: str = ""
+
+
+def _iter_rows(X, n_obs: int, chunk: int) -> Iterator[tuple[int, int, sp.csr_matrix]]:
+    for start in range(0, n_obs, chunk):
+        stop = min(start + chunk, n_obs)
+        block = X[start:stop]
+        if not sp.issparse(block):
+            block = sp.csr_matrix(np.asarray(block))
+        yield start, stop, sp.csr_matrix(block, dtype=np.float64)
+
+
+def check_chunk(block: sp.csr_matrix, *, path, start: int, x_kind: str) -> None:
+    """Raise InputError (naming the file and the first bad row) on NaN/inf/negative or non-counts."""
+    data = block.data
+    if data.size == 0:
+        return
+    bad = ~np.isfinite(data)
+    if bad.any():
+        row = start + int(np.searchsorted(block.indptr, np.flatnonzero(bad)[0], side="right") - 1)
+        raise InputError(f"X contains NaN or inf (first at cell row {row})", path=path, column="X")
+    if (data < 0).any():
+        row = start + int(np.searchsorted(block.indptr, np.flatnonzero(data < 0)[0], side="right") - 1)
+        raise InputError(f"X contains negative values (first at cell row {row})", path=path, column="X")
+    if x_kind == "counts":
+        frac = np.abs(data - np.round(data)) > 1e-6
+        if frac.any():
+            row = start + int(np.searchsorted(block.indptr, np.flatnonzero(frac)[0], side="right") - 1)
+            raise InputError(
+                "X is declared as counts (x_kind: counts) but holds non-integer values "
+                f"(first at cell row {row}, value {data[frac][0]:.4g}); is it already normalised? "
+                "Set the dataset's x_kind to 'log1p_normalized' or point it at the raw counts.",
+                path=path,
+                column="X",
+            )
+
+
+def normalise_log1p(counts: sp.csr_matrix, target_sum: float) -> sp.csr_matrix:
+    """log1p(counts / total * target_sum), row-wise; empty cells stay zero. float32 CSR."""
+    totals = np.asarray(counts.sum(axis=1)).ravel()
+    scale = np.divide(target_sum, totals, out=np.zeros_like(totals), where=totals > 0)
+    out = sp.diags(scale) @ counts
+    out = sp.csr_matrix(out)
+    np.log1p(out.data, out=out.data)
+    return out.astype(np.float32)
+
+
+def build_obs(raw_obs: pd.DataFrame, cfg: PreprocessConfig, path) -> pd.DataFrame:
+    """Map source columns to the standard names; check presence, missing values and ids."""
+    if raw_obs.index.has_duplicates:
+        dup = raw_obs.index[raw_obs.index.duplicated()][0]
+        raise InputError(f"duplicate cell ids in obs_names (e.g. '{dup}')", path=path, column="obs_names")
+    obs = pd.DataFrame(index=raw_obs.index.astype(str))
+    mapping = dict(cfg.columns)
+    for std in STANDARD_COLUMNS:
+        src = mapping.get(std)
+        if src is None:
+            if std in cfg.required:
+                raise InputError(
+                    f"the config maps no source column to '{std}', which this dataset's roles need",
+                    path=path,
+                    key=f"datasets.{cfg.dataset}.columns.{std}",
+                )
+            continue
+        if src not in raw_obs.columns:
+            raise InputError(
+                f"column '{src}' (mapped to '{std}' in the config) is not in obs; obs has: "
+                f"{', '.join(map(str, raw_obs.columns[:20]))}",
+                path=path,
+                column=src,
+            )
+        col = raw_obs[src]
+        if col.isna().any():
+            raise InputError(
+                f"{int(col.isna().sum())} cells have a missing value in '{src}' (mapped to '{std}')",
+                path=path,
+                column=src,
+            )
+        if std in ("time", "x", "y"):
+            try:
+                obs[std] = pd.to_numeric(col).astype(np.float64).to_numpy()
+            except (ValueError, TypeError) as exc:
+                raise InputError(f"'{src}' (mapped to '{std}') must be numeric", path=path, column=src) from exc
+        else:
+            obs[std] = pd.Categorical(col.astype(str).to_numpy())
+    if "batch" not in obs and "donor" in obs:
+        obs["batch"] = obs["donor"]  # no study/batch column: donors are the batches
+    for extra in cfg.keep_columns:
+        if extra not in raw_obs.columns:
+            raise InputError(f"column '{extra}' listed in keep_columns is not in obs", path=path, column=extra)
+        obs[extra] = raw_obs[extra].to_numpy()
+    if "donor" in obs:
+        obs["split"] = pd.Categorical(
+            donor_split(obs["donor"].to_numpy(), cfg.split_fractions, cfg.split_seed, path=path),
+            categories=["train", "val", "test"],
+        )
+    return obs
+
+
+def _open_matrix(f: h5py.File, raw, matrix: str, path):
+    """The source matrix as a row-sliceable on-disk object, and the var table that goes with it."""
+    from anndata.io import read_elem, sparse_dataset
+
+    if matrix == "X":
+        key, var = "X", raw.var
+    elif matrix == "raw.X":
+        key = "raw/X"
+        var = read_elem(f["raw/var"]) if "raw/var" in f else None
+    elif matrix.startswith("layers/"):
+        key, var = matrix, raw.var
+    else:
+        raise InputError(f"unknown matrix '{matrix}' (X, raw.X or layers/<name>)", key="matrix")
+    if key not in f:
+        raise InputError(f"has no '{key}' (the config's matrix: {matrix})", path=path, column=key)
+    node = f[key]
+    X = sparse_dataset(node) if isinstance(node, h5py.Group) else node
+    if X.shape[0] != raw.n_obs:
+        raise InputError(f"'{key}' has {X.shape[0]} rows but obs has {raw.n_obs}", path=path, column=key)
+    return X, var
+
+
+def _write_empty_csr(group: h5py.Group, name: str, n_vars: int) -> None:
+    from anndata.io import write_elem
+
+    write_elem(group, name, sp.csr_matrix((0, n_vars), dtype=np.float32))
+
+
+def preprocess(
+    raw_path: str | Path,
+    gene_space: GeneSpace,
+    out_path: str | Path,
+    cfg: PreprocessConfig,
+    *,
+    raw_sha256: str | None = None,
+    source: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Preprocess ``raw_path`` into ``out_path`` (atomic). Returns the provenance dict."""
+    import anndata as ad
+    from anndata.io import sparse_dataset
+    from tqdm.auto import tqdm
+
+    raw_path, out_path = Path(raw_path), Path(out_path)
+    if cfg.x_kind not in X_KINDS:
+        raise InputError(f"unknown x_kind '{cfg.x_kind}' (one of {X_KINDS})", key=f"datasets.{cfg.dataset}.x_kind")
+    raw = read_h5ad(raw_path, backed="r")
+    src_file = h5py.File(raw_path, "r")
+    try:
+        n_obs = raw.n_obs
+        if n_obs == 0:
+            raise InputError("has no cells", path=raw_path)
+        X_src, src_var = _open_matrix(src_file, raw, cfg.matrix, raw_path)
+        if cfg.gene_id_column is None:
+            gene_ids = pd.Index(src_var.index.astype(str))
+        else:
+            if cfg.gene_id_column not in src_var.columns:
+                raise InputError("gene id column not found in var", path=raw_path, column=cfg.gene_id_column)
+            gene_ids = pd.Index(src_var[cfg.gene_id_column].astype(str))
+        if len(gene_ids) != X_src.shape[1]:
+            raise InputError(f"var has {len(gene_ids)} genes but {cfg.matrix} has {X_src.shape[1]} columns",
+                             path=raw_path, column=cfg.matrix)
+        symbols = next((src_var[c] for c in ("gene_symbol", "feature_name") if c in src_var), None)
+        align = gene_space.alignment(gene_ids, path=raw_path, min_coverage=cfg.min_coverage,
+                                     source_symbols=symbols)
+        obs = build_obs(raw.obs, cfg, raw_path)
+
+        var = pd.DataFrame(
+            {"gene_symbol": gene_space.symbols, "present": align.present},
+            index=pd.Index(gene_space.ids, name="gene_id"),
+        )
+        provenance = {
+            "dataset": cfg.dataset,
+            "source": source or "",
+            "sha256": raw_sha256 or "",
+            "x_kind": cfg.x_kind,
+            "n_cells": int(n_obs),
+            "n_genes_source": int(len(gene_ids)),
+            "n_genes_matched": int(align.n_matched),
+            "gene_coverage": float(align.coverage),
+            "matched_by": align.matched_by,
+            "matrix": cfg.matrix,
+            "target_sum": float(cfg.target_sum),
+            "raw_file": str(raw_path),
+        }
+        n_vars = len(gene_space.ids)
+        with atomic_path(out_path) as tmp:
+            # Write the small parts with anndata, then stream X / counts into on-disk CSR.
+            skeleton = ad.AnnData(obs=obs, var=var)
+            skeleton.uns["provenance"] = provenance
+            skeleton.uns["dataset"] = cfg.dataset
+            skeleton.write_h5ad(tmp)
+            with h5py.File(tmp, "a") as f:
+                if "X" in f:
+                    del f["X"]
+                _write_empty_csr(f, "X", n_vars)
+                has_counts = cfg.x_kind == "counts"
+                if has_counts:
+                    _write_empty_csr(f["layers"], "counts", n_vars)
+                X_out = sparse_dataset(f["X"])
+                C_out = sparse_dataset(f["layers"]["counts"]) if has_counts else None
+                bar = tqdm(total=n_obs, desc=f"preprocess {cfg.dataset}", unit="cells", disable=not progress)
+                for start, stop, block in _iter_rows(X_src, n_obs, cfg.chunk_size):
+                    check_chunk(block, path=raw_path, start=start, x_kind=cfg.x_kind)
+                    aligned = align.apply(block)
+                    if has_counts:
+                        C_out.append(aligned.astype(np.float32))
+                        X_out.append(normalise_log1p(aligned, cfg.target_sum))
+                    else:
+                        X_out.append(aligned.astype(np.float32))
+                    bar.update(stop - start)
+                bar.close()
+        log.info("wrote %s: %d cells x %d genes, coverage %.3f", out_path, n_obs, n_vars, align.coverage)
+        return provenance
+    finally:
+        src_file.close()
+        if getattr(raw, "file", None) is not None:
+            raw.file.close()

@@ -1,0 +1,711 @@
+"""Materialise ``resources/datasets/{dataset}/raw.h5ad`` from every kind of source.
+
+The workflow's ``download_*`` rules call :func:`fetch` with the dataset's config entry. Each
+source kind has its own function:
+
+========== ======================================================= ==================================
+source     spec keys                                               function
+========== ======================================================= ==================================
+url        ``url`` (http/https), ``sha256`` (recommended)          :func:`fetch_url`
+census     ``census_dataset_id``, ``census_version`` (default      :func:`fetch_census`
+           ``"2023-05-15"``, scTab's), ``sha256`` (optional)
+local      ``path`` (an ``.h5ad``), ``sha256``, ``link`` (optional) :func:`fetch_local`
+bundled    ``name`` (``"pbmc68k_reduced"``)                        :func:`fetch_bundled`
+synthetic  ``synthetic``: ``{kind, n_cells, ...generator options}``  :func:`fetch_synthetic`
+========== ======================================================= ==================================
+
+Guarantees, for every source: the file is written under a temporary name in ``dest``'s folder
+and renamed onto ``dest`` only once it is complete, its checksum (where one is given) matches and
+it opens as an h5ad. An interrupted, truncated or mismatching download therefore never leaves
+``dest`` (nor a temporary file) behind, so Snakemake never takes it as complete.
+
+:func:`fetch` returns a provenance record (JSON-serialisable)::
+
+    {"source": "url", "sha256": <of the written dest>, "bytes": <size>, "origin": <url / path /
+     census id@version / package file / generator>, "X_kind": "as published" | "counts" |
+     "log-normalised (not counts)", ...source-specific keys}
+
+``X_kind`` says in words what ``X`` holds: files from url/census/local are the source as
+published (CELLxGENE h5ads keep raw counts in ``raw.X`` when ``X`` is normalised; the dataset's
+config ``x_kind`` decides), synthetic data are counts, and the bundled ``pbmc68k_reduced`` is
+already log-normalised (see :func:`fetch_bundled`). Where this module knows it, ``x_kind`` gives
+the same in the preprocessing's vocabulary (``"counts"`` / ``"log1p_normalized"``,
+``scjepa.data.preprocess.X_KINDS``). Files that this module writes itself (bundled, synthetic)
+also carry both in ``uns["scjepa_source"]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import importlib
+import importlib.util
+import inspect
+import os
+import shutil
+import socket
+import ssl
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+from scjepa.errors import InputError
+from scjepa.io import atomic_path
+
+#: Census LTS release pinned by default: the one scTab (and hence scJEPA) was built from.
+DEFAULT_CENSUS_VERSION = "2023-05-15"
+
+#: Where a Census release keeps its source h5ads, for downloading without ``cellxgene_census``
+#: (``source: url``). The bucket differs between releases (early releases, 2023-05-15
+#: included, used ``cellxgene-data-public``; later ones ``cellxgene-census-public-us-west-2``),
+#: so the authoritative location is ``cellxgene_census.get_source_h5ad_uri(dataset_id,
+#: census_version=...)["uri"]`` (an ``s3://`` URI, readable anonymously), turned into HTTPS as
+#: ``s3://<bucket>/<key>`` -> ``https://<bucket>.s3.us-west-2.amazonaws.com/<key>``.
+CENSUS_HTTPS_URL_PATTERNS = (
+    "https://cellxgene-census-public-us-west-2.s3.us-west-2.amazonaws.com/cell-census/{census_version}/h5ads/{dataset_id}.h5ad",
+    "https://cellxgene-data-public.s3.us-west-2.amazonaws.com/cell-census/{census_version}/h5ads/{dataset_id}.h5ad",
+)
+
+SOURCES = ("url", "census", "local", "bundled", "synthetic")
+
+#: Data sets that ship inside an installed package's files, so they need no network.
+BUNDLED = {
+    "pbmc68k_reduced": {
+        "package": "scanpy",
+        "file": ("datasets", "10x_pbmc68k_reduced.h5ad"),
+        "X_kind": "log-normalised (not counts)",
+        "x_kind": "log1p_normalized",
+    },
+}
+#: Names people may expect under ``bundled`` but that the package downloads on first use.
+_NOT_BUNDLED = {
+    "pbmc3k": "scanpy.datasets.pbmc3k",
+    "pbmc3k_processed": "scanpy.datasets.pbmc3k_processed",
+    "paul15": "scanpy.datasets.paul15",
+    "moignard15": "scanpy.datasets.moignard15",
+    "burczynski06": "scanpy.datasets.burczynski06",
+    "visium_sge": "scanpy.datasets.visium_sge",
+}
+
+_CHUNK = 1 << 20  # bytes per read
+_PROGRESS_MIN_BYTES = 8 << 20  # show a progress bar from this size on (or when the size is unknown)
+_BAD_H5AD_HINT = "is the URL an HTML page or an error message rather than the file?"
+
+
+class DownloadError(RuntimeError):
+    """A download failed (network, HTTP status, truncated body, unreadable file)."""
+
+
+class ChecksumError(DownloadError):
+    """The downloaded or copied bytes do not have the expected sha256."""
+
+
+class _ShortRead(OSError):
+    """The server closed the connection before sending Content-Length bytes."""
+
+
+# --------------------------------------------------------------------------------------------
+# dispatcher
+
+
+def fetch(spec: dict, dest: str | os.PathLike, *, progress: bool = True) -> dict[str, Any]:
+    """Materialise the dataset described by ``spec`` (its config entry) at ``dest``.
+
+    Returns the provenance record described in the module docstring. Raises
+    :class:`~scjepa.errors.InputError` naming the key for a malformed spec.
+    """
+    if not isinstance(spec, dict):
+        raise InputError(f"dataset entry must be a mapping, got {type(spec).__name__}")
+    source = spec.get("source")
+    if source not in SOURCES:
+        raise InputError(
+            f"unknown source {source!r}; expected one of {', '.join(SOURCES)}", key="source"
+        )
+    dest = Path(dest)
+    record: dict[str, Any] = {"source": source}
+    if source == "url":
+        url = _require(spec, "url")
+        sha = fetch_url(url, spec.get("sha256"), dest, progress=progress)
+        record.update(origin=url, url=url, X_kind="as published")
+    elif source == "census":
+        dataset_id = _require(spec, "census_dataset_id")
+        version = str(spec.get("census_version") or DEFAULT_CENSUS_VERSION)
+        sha = fetch_census(dataset_id, version, dest, progress=progress, sha256=spec.get("sha256"))
+        record.update(
+            origin=f"cellxgene-census:{dataset_id}@{version}",
+            census_dataset_id=dataset_id,
+            census_version=version,
+            X_kind="as published",
+        )
+    elif source == "local":
+        path = _require(spec, "path")
+        link = bool(spec.get("link", False))
+        sha = fetch_local(path, dest, sha256=spec.get("sha256"), link=link)
+        resolved = str(Path(path).expanduser().resolve())
+        record.update(origin=resolved, path=resolved, linked=link)
+        record["X_kind"] = "as published"
+    elif source == "bundled":
+        name = _require(spec, "name")
+        sha = fetch_bundled(name, dest)
+        info = _bundled_info(name)
+        record.update(
+            origin=info["origin"],
+            name=name,
+            package=info["package"],
+            package_version=info["package_version"],
+            source_file_sha256=info["source_file_sha256"],
+            X_kind=info["X_kind"],
+            x_kind=info["x_kind"],
+        )
+    else:  # synthetic
+        params = _require(spec, "synthetic")
+        if not isinstance(params, dict):
+            raise InputError("must be a mapping {kind, n_cells, ...}", key="synthetic")
+        sha = fetch_synthetic(params, dest)
+        record.update(
+            origin="scjepa.data.synthetic.generate",
+            synthetic=dict(params),
+            X_kind="counts",
+            x_kind="counts",
+        )
+    record["sha256"] = sha
+    record["bytes"] = dest.stat().st_size
+    return record
+
+
+def _require(spec: dict, key: str):
+    value = spec.get(key)
+    if value is None or value == "":
+        raise InputError(f"required for source {spec.get('source')!r}", key=key)
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# url
+
+
+def fetch_url(
+    url: str,
+    sha256: str | None,
+    dest: str | os.PathLike,
+    *,
+    progress: bool = True,
+    retries: int = 2,
+    timeout: float = 60,
+    backoff: float = 2.0,
+) -> str:
+    """Download ``url`` to ``dest`` and return the sha256 of the written file.
+
+    ``sha256`` (hex, optionally prefixed ``sha256:``) is checked before ``dest`` appears; a
+    mismatch raises :class:`ChecksumError` giving expected and actual hashes and the URL, and
+    is not retried (a complete body with the wrong hash means the pin or the file changed).
+    Network errors, HTTP 5xx/408/429, stalls longer than ``timeout`` seconds (per socket
+    operation) and bodies shorter than their ``Content-Length`` are retried ``retries`` times,
+    waiting ``backoff * 2**attempt`` seconds in between, then raise :class:`DownloadError`.
+    Other HTTP errors (404, 403, ...) fail at once. If ``dest`` ends in ``.h5ad`` the file must
+    also open as HDF5 with ``X``/``obs``/``var``, which catches HTML pages served with status 200.
+
+    Implementation note -- why urllib and not pooch: ``pooch.HTTPDownloader`` is a thin loop over
+    ``requests.get(..., stream=True).iter_content()``. It detects a body cut short only because
+    urllib3 >= 2 enforces Content-Length by default (requests still allows urllib3 1.x, which
+    silently accepts the truncated body), it does not expose the response headers to check the
+    length ourselves, and ``pooch.retrieve`` skips the download when the target exists and no
+    hash is given. We need our own temp-file/rename, retry and length checks anyway, so the
+    standard library with an explicit byte count against Content-Length is the smaller, fully
+    deterministic choice (``http.client``'s ``read(n)`` returns ``b""`` on a premature close
+    instead of raising, hence the explicit count).
+    """
+    parsed = urllib.parse.urlsplit(str(url))
+    if parsed.scheme not in ("http", "https"):
+        hint = ""
+        if parsed.scheme == "s3":
+            hint = (
+                " For a public S3 object use https://<bucket>.s3.<region>.amazonaws.com/<key>;"
+                " for CELLxGENE Census datasets use source: census."
+            )
+        elif parsed.scheme in ("", "file"):
+            hint = " For a file on disk use source: local with path: ..."
+        raise InputError(f"URL {url!r} must be http:// or https://.{hint}", key="url")
+    expected = _normalise_sha256(sha256)
+    retries = max(0, int(retries))
+    dest = Path(dest)
+    attempts = retries + 1
+    last: BaseException | None = None
+    for attempt in range(attempts):
+        try:
+            with atomic_path(dest) as tmp:
+                actual = _download_once(url, tmp, progress=progress, timeout=timeout)
+                if expected is not None and actual != expected:
+                    raise ChecksumError(
+                        f"sha256 mismatch for {url}: expected {expected}, got {actual} "
+                        f"({tmp.stat().st_size} bytes). The file was not kept at {dest}. Either "
+                        "the pinned sha256 is wrong or the file on the server changed."
+                    )
+                if dest.name.endswith(".h5ad"):
+                    problem = _h5ad_problem(tmp)
+                    if problem:
+                        raise DownloadError(
+                            f"{url} was downloaded but is not a readable h5ad ({problem}); "
+                            f"{_BAD_H5AD_HINT}"
+                        )
+            return actual
+        except urllib.error.HTTPError as exc:
+            if not _retryable_status(exc.code):
+                raise DownloadError(
+                    f"HTTP {exc.code} {exc.reason} for {url}; check the dataset's url in the config"
+                ) from None
+            last = exc
+        except DownloadError:
+            raise
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            # URLError (refused, DNS), socket timeouts, resets, _ShortRead, IncompleteRead
+            if isinstance(exc, OSError) and _is_local_disk_error(exc):
+                raise
+            last = exc
+        if attempt + 1 < attempts and backoff > 0:
+            time.sleep(backoff * 2**attempt)
+    raise DownloadError(
+        f"downloading {url} failed after {attempts} attempt(s): {_describe(last)}; "
+        f"nothing was written to {dest}"
+    ) from last
+
+
+def _download_once(url: str, tmp: Path, *, progress: bool, timeout: float) -> str:
+    """One GET of ``url`` into ``tmp``; return the sha256 of the bytes received."""
+    request = urllib.request.Request(
+        url, headers={"User-Agent": "scjepa-download", "Accept-Encoding": "identity"}
+    )
+    # A fresh opener per call so proxy environment variables are read now, not at import.
+    opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=_ssl_context()))
+    digest = hashlib.sha256()
+    received = 0
+    with opener.open(request, timeout=timeout) as response:
+        total = _content_length(response)
+        if total is not None:
+            _check_free_space(tmp.parent, total, url)
+        show = progress and (total is None or total >= _PROGRESS_MIN_BYTES)
+        bar = _progress_bar(total, Path(urllib.parse.urlsplit(url).path).name or url, show)
+        try:
+            with open(tmp, "wb") as fh:
+                while True:
+                    chunk = response.read(_CHUNK)
+                    if not chunk:
+                        break
+                    fh.write(chunk)
+                    digest.update(chunk)
+                    received += len(chunk)
+                    if bar is not None:
+                        bar.update(len(chunk))
+        finally:
+            if bar is not None:
+                bar.close()
+    if total is not None and received != total:
+        raise _ShortRead(
+            f"connection closed after {received} of {total} bytes (Content-Length)"
+        )
+    return digest.hexdigest()
+
+
+def _content_length(response) -> int | None:
+    if (response.headers.get("Transfer-Encoding") or "").lower() == "chunked":
+        return None  # http.client raises IncompleteRead itself on a broken chunked body
+    value = response.headers.get("Content-Length")
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _retryable_status(code: int) -> bool:
+    return code >= 500 or code in (408, 429)
+
+
+def _is_local_disk_error(exc: OSError) -> bool:
+    import errno
+
+    return getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+
+
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return "unknown error"
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code} {exc.reason}"
+    if isinstance(exc, urllib.error.URLError):
+        return f"{exc.reason}"
+    if isinstance(exc, _ShortRead):
+        return f"short read, {exc}"
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return f"timed out ({exc})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _ssl_context() -> ssl.SSLContext:
+    """System trust store (honours SSL_CERT_FILE/SSL_CERT_DIR); certifi only if that is empty."""
+    ctx = ssl.create_default_context()
+    if not ctx.cert_store_stats().get("x509_ca"):
+        try:
+            import certifi
+
+            ctx.load_verify_locations(certifi.where())
+        except ImportError:  # pragma: no cover - certifi comes with requests
+            pass
+    return ctx
+
+
+def _check_free_space(folder: Path, need: int, url: str) -> None:
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:  # pragma: no cover
+        return
+    if need > free:
+        raise DownloadError(
+            f"{url} is {need / 1e9:.2f} GB but only {free / 1e9:.2f} GB are free in {folder}"
+        )
+
+
+def _progress_bar(total: int | None, name: str, show: bool):
+    if not show:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return None
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name, file=sys.stderr)
+
+
+# --------------------------------------------------------------------------------------------
+# census
+
+
+def fetch_census(
+    dataset_id: str,
+    census_version: str,
+    dest: str | os.PathLike,
+    *,
+    progress: bool = True,
+    sha256: str | None = None,
+) -> str:
+    """Download a CELLxGENE dataset's source h5ad from a pinned Census release; return its sha256.
+
+    Uses ``cellxgene_census.download_source_h5ad(dataset_id, to_path, census_version=...)``
+    (the optional extra: ``pip install 'scjepa[census]'``), which resolves the dataset through the
+    release's ``census_info/datasets`` table and copies the anonymous S3 object. It refuses to
+    write onto an existing path, so it writes into a fresh temporary folder next to ``dest``; the
+    file is renamed onto ``dest`` only after it opens as an h5ad (and matches ``sha256`` if given).
+
+    Without the package, the same file can be fetched with ``source: url``: resolve the location
+    with ``cellxgene_census.get_source_h5ad_uri`` elsewhere, or use one of
+    :data:`CENSUS_HTTPS_URL_PATTERNS` (the bucket depends on the release), pinning its sha256.
+    """
+    if not dataset_id:
+        raise InputError("a CELLxGENE dataset id is required", key="census_dataset_id")
+    census_version = str(census_version or DEFAULT_CENSUS_VERSION)
+    expected = _normalise_sha256(sha256)
+    try:
+        census = importlib.import_module("cellxgene_census")
+    except ImportError as exc:
+        hint = CENSUS_HTTPS_URL_PATTERNS[0].format(
+            census_version=census_version, dataset_id=dataset_id
+        )
+        raise ImportError(
+            "source: census needs the cellxgene-census package: install with "
+            "pip install 'scjepa[census]'. Alternatively use source: url with the release's "
+            f"HTTPS location (e.g. {hint}; check the bucket for release {census_version}) "
+            "and its sha256."
+        ) from exc
+
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".census.tmp", dir=dest.parent))
+    try:
+        tmp = tmpdir / dest.name  # must not exist: download_source_h5ad will not overwrite
+        kwargs: dict[str, Any] = {"census_version": census_version}
+        if _accepts(census.download_source_h5ad, "progress_bar"):
+            kwargs["progress_bar"] = progress
+        origin = f"dataset {dataset_id} of CELLxGENE Census {census_version}"
+        try:
+            census.download_source_h5ad(dataset_id, to_path=str(tmp), **kwargs)
+        except Exception as exc:
+            raise DownloadError(
+                f"cellxgene_census could not download {origin} "
+                f"({type(exc).__name__}: {exc}); check census_dataset_id and census_version"
+            ) from exc
+        if not tmp.is_file() or tmp.stat().st_size == 0:
+            raise DownloadError(f"cellxgene_census wrote no file for {origin}")
+        actual = sha256_file(tmp)
+        if expected is not None and actual != expected:
+            raise ChecksumError(
+                f"sha256 mismatch for {origin}: expected {expected}, got {actual}; "
+                f"the file was not kept at {dest}"
+            )
+        problem = _h5ad_problem(tmp)
+        if problem:
+            raise DownloadError(f"{origin} downloaded but is not a readable h5ad ({problem})")
+        os.replace(tmp, dest)
+        return actual
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _accepts(func, name: str) -> bool:
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+# --------------------------------------------------------------------------------------------
+# local
+
+
+def fetch_local(
+    path: str | os.PathLike,
+    dest: str | os.PathLike,
+    *,
+    sha256: str | None = None,
+    link: bool = False,
+) -> str:
+    """Copy (or, with ``link=True``, hard-link) a local ``.h5ad`` to ``dest``; return its sha256.
+
+    The source must exist, end in ``.h5ad`` and open as an h5ad (read backed, so without loading
+    ``X``); otherwise an :class:`~scjepa.errors.InputError` names it. ``sha256`` is checked on the
+    bytes placed at ``dest``. A hard link shares the user's file (later edits to it show through),
+    and falls back to a copy when the two paths are on different file systems.
+    """
+    src = Path(path).expanduser()
+    if not src.name.endswith(".h5ad"):
+        raise InputError("a local source must be an .h5ad file", path=src, key="path")
+    if not src.is_file():
+        raise InputError("does not exist or is not a file", path=src, key="path")
+    expected = _normalise_sha256(sha256)
+    _open_h5ad_or_raise(src)
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if src.resolve() == dest.resolve():
+        raise InputError("the local source is the destination itself", path=src, key="path")
+
+    def _verify(tmp: Path) -> str:
+        actual = sha256_file(tmp)
+        if expected is not None and actual != expected:
+            raise ChecksumError(
+                f"sha256 mismatch for local file {src}: expected {expected}, got {actual}; "
+                f"nothing was written to {dest}"
+            )
+        return actual
+
+    if link:
+        tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex}.tmp"
+        try:
+            os.link(src, tmp)
+        except OSError:
+            tmp = None  # different file system, or links unsupported: copy instead
+        if tmp is not None:
+            try:
+                actual = _verify(tmp)
+                os.replace(tmp, dest)
+                return actual
+            finally:
+                if tmp.exists():
+                    tmp.unlink()
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)
+        actual = _verify(tmp)
+    return actual
+
+
+def _open_h5ad_or_raise(path: Path) -> None:
+    from scjepa.io import read_h5ad
+
+    adata = read_h5ad(path, backed="r")  # InputError naming the file if unreadable
+    try:
+        adata.file.close()
+    except Exception:  # pragma: no cover
+        pass
+
+
+# --------------------------------------------------------------------------------------------
+# bundled
+
+
+def fetch_bundled(name: str, dest: str | os.PathLike) -> str:
+    """Write a data set shipped inside an installed package to ``dest``; return its sha256.
+
+    Only files on disk in the installed package are used, never the network. Supported:
+
+    ``pbmc68k_reduced`` (scanpy's ``datasets/10x_pbmc68k_reduced.h5ad``; 700 cells x 765
+    genes, gene symbols as var_names, labels in ``obs["bulk_labels"]`` (10 PBMC types), one
+    donor). **It holds no counts**: the shipped ``X`` is scaled (z-scored, negative values) and
+    ``.raw.X`` is log1p of library-size-normalised expression of the same 765 genes. We write
+    ``X = raw.X`` (log-normalised, CSR float32), keep the shipped scaled matrix in
+    ``layers["scaled"]``, drop ``.raw`` and record ``uns["scjepa_source"]["X_kind"] =
+    "log-normalised (not counts)"`` and ``x_kind = "log1p_normalized"`` (also in the provenance
+    record), so the preprocessing knows not to normalise again and that counts cannot be
+    reconstructed (the library sizes were computed over all genes before the 765 were kept, with
+    scanpy's old ``normalize_per_cell``; the target sum is not recorded in the file). Configure
+    the dataset with ``x_kind: log1p_normalized``.
+
+    Scanpy's ``pbmc3k``, ``pbmc3k_processed``, ``paul15``, ... are downloaded by scanpy on first
+    use, so they are not offered here; the error says so.
+    """
+    if name not in BUNDLED:
+        if name in _NOT_BUNDLED:
+            raise InputError(
+                f"{_NOT_BUNDLED[name]}() is not shipped with the package: scanpy downloads it on "
+                "first use, which needs network. Use source: url (with its sha256) or "
+                f"source: local instead. Bundled data sets: {', '.join(BUNDLED)}",
+                key="name",
+            )
+        raise InputError(
+            f"unknown bundled data set {name!r}; available: {', '.join(BUNDLED)}", key="name"
+        )
+    info = _bundled_info(name)
+    src = Path(info["path"])
+    import anndata as ad
+    import numpy as np
+    import scipy.sparse as sp
+
+    import warnings
+
+    with warnings.catch_warnings():  # the shipped file is in an old anndata format
+        warnings.simplefilter("ignore")
+        adata = ad.read_h5ad(src)
+    if name == "pbmc68k_reduced":
+        if adata.raw is None:  # pragma: no cover - guards against a changed scanpy file
+            raise InputError("expected .raw (log-normalised values) in the bundled file", path=src)
+        raw = adata.raw
+        if list(raw.var_names) != list(adata.var_names):  # pragma: no cover
+            raise InputError("bundled file's .raw genes differ from X's genes", path=src)
+        scaled = np.asarray(adata.X, dtype=np.float32)
+        adata.X = sp.csr_matrix(raw.X, dtype=np.float32)
+        adata.layers["scaled"] = scaled
+        adata.raw = None
+    adata.uns["scjepa_source"] = {
+        "source": "bundled",
+        "name": name,
+        "X_kind": info["X_kind"],
+        "x_kind": info["x_kind"],
+        "origin": info["origin"],
+        "package_version": info["package_version"],
+        "source_file_sha256": info["source_file_sha256"],
+    }
+    from scjepa.io import write_h5ad
+
+    write_h5ad(adata, dest)
+    return sha256_file(dest)
+
+
+def _bundled_info(name: str) -> dict[str, Any]:
+    entry = BUNDLED[name]
+    package = entry["package"]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError(f"bundled data set {name!r} needs the {package} package", key="name")
+    path = Path(list(spec.submodule_search_locations)[0]).joinpath(*entry["file"])
+    if not path.is_file():
+        raise InputError(
+            f"bundled data set {name!r} is not in this {package} installation", path=path
+        )
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        pkg_version = version(package)
+    except PackageNotFoundError:  # pragma: no cover
+        pkg_version = "unknown"
+    return {
+        "path": str(path),
+        "package": package,
+        "package_version": pkg_version,
+        "origin": f"{package}=={pkg_version}:{'/'.join(entry['file'])}",
+        "source_file_sha256": sha256_file(path),
+        "X_kind": entry["X_kind"],
+        "x_kind": entry["x_kind"],
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# synthetic
+
+
+def fetch_synthetic(params: dict, dest: str | os.PathLike) -> str:
+    """Generate a synthetic data set (raw counts) and write it to ``dest``; return its sha256.
+
+    ``params`` is the config's ``synthetic:`` mapping: ``kind`` and ``n_cells`` (required) and
+    any further generator options (``n_genes``, ``seed``, ``world_seed``, ...), passed on to
+    ``scjepa.data.synthetic.generate(kind, n_cells, **rest)``.
+    """
+    if not isinstance(params, dict):
+        raise InputError("must be a mapping {kind, n_cells, ...}", key="synthetic")
+    rest = dict(params)
+    kind = rest.pop("kind", None)
+    n_cells = rest.pop("n_cells", None)
+    if not kind:
+        raise InputError("required", key="synthetic.kind")
+    if n_cells is None:
+        raise InputError("required", key="synthetic.n_cells")
+    try:
+        n_cells = int(n_cells)
+    except (TypeError, ValueError):
+        raise InputError(f"must be an integer, got {n_cells!r}", key="synthetic.n_cells") from None
+    if n_cells <= 0:
+        raise InputError(f"must be positive, got {n_cells}", key="synthetic.n_cells")
+    synthetic = importlib.import_module("scjepa.data.synthetic")  # lazy: heavy and optional here
+    adata = synthetic.generate(kind, n_cells, **rest)
+    adata.uns["scjepa_source"] = {
+        "source": "synthetic",
+        "kind": str(kind),
+        "X_kind": "counts",
+        "x_kind": "counts",
+    }
+    from scjepa.io import write_h5ad
+
+    write_h5ad(adata, dest)
+    return sha256_file(dest)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def sha256_file(path: str | os.PathLike, *, chunk: int = _CHUNK) -> str:
+    """Hex sha256 of a file, read in chunks (bounded memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk)
+            if not block:
+                break
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _normalise_sha256(value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    text = str(value).strip().lower()
+    if text.startswith("sha256:"):
+        text = text[len("sha256:") :]
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise InputError(f"not a sha256 hex digest: {value!r}", key="sha256")
+    return text
+
+
+def _h5ad_problem(path: Path) -> str | None:
+    """Cheap structural check (bounded memory, unlike reading obs): None if it looks like an h5ad."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as fh:
+            missing = [k for k in ("X", "obs", "var") if k not in fh]
+    except Exception as exc:  # h5py raises OSError and others for non-HDF5 / truncated files
+        return f"{type(exc).__name__}: {exc}"
+    if missing:
+        return f"HDF5 file without {', '.join(missing)}"
+    return None

@@ -1,0 +1,317 @@
+"""The one training loop of every torch method.
+
+``train(module, loader, hp, out_dir=..., val=...)`` runs AdamW + StepLR (stepped once per epoch) over an
+iterable of batches ``{"x": float32 (B, D), "y": int64 (B,)}`` until ``hp.max_epochs`` epochs or
+``hp.max_steps`` optimiser steps. The module supplies ``training_step(batch, generator) -> {"loss": ...,
+<term>: ...}``, a tuple ``loss_terms`` naming the terms, and an ``encoder`` (the embedding for val kNN).
+
+Resume is exact: a checkpoint (every ``checkpoint_every`` steps and at every epoch end, written
+atomically) holds the weights, the optimiser, the scheduler, every RNG (torch global = dropout, the
+method's generator = masks/directions/noise), the step, the epoch and the number of batches consumed in
+that epoch. The loader's batch order is a function of (seed, epoch) only (``set_epoch``), so a resumed run
+re-creates the epoch's order and skips the consumed batches; on CPU it ends with the same weights as an
+uninterrupted run, bit for bit.
+
+Val kNN macro-F1 (curve column ``val_knn_macro_f1``): the val cells (labelled, at most
+``hp.val_max_cells``, drawn with a fixed seed) are split in two random halves; the first half is the
+reference, the second the query; kNN (k = ``hp.knn_k``, Euclidean) on the encoder output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from scjepa.errors import InputError
+from scjepa.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+CURVE = "curve.csv"
+# Hyper-parameters that may change between an interrupted run and its resumption.
+RESUMABLE_CHANGES = {"max_epochs", "max_steps", "log_every", "val_every", "checkpoint_every", "device",
+                     "progress", "val_max_cells", "infer_batch_size"}
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str = "auto"):
+    """bf16 autocast on CUDA (precision "auto"/"bf16"), plain fp32 otherwise."""
+    if device.type == "cuda" and precision in ("auto", "bf16"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def encode_array(encoder: torch.nn.Module, X, batch_size: int = 2048, device=None) -> np.ndarray:
+    """Embed rows of X (dense array or scipy sparse, (N, D)) in eval mode: (N, d) float32."""
+    import scipy.sparse as sp
+
+    device = device or next(encoder.parameters()).device
+    was_training = encoder.training
+    encoder.eval()
+    out = []
+    try:
+        for start in range(0, X.shape[0], batch_size):
+            xb = X[start : start + batch_size]
+            xb = xb.toarray() if sp.issparse(xb) else np.asarray(xb)
+            xb = torch.from_numpy(np.ascontiguousarray(xb, dtype=np.float32)).to(device)
+            out.append(encoder(xb).float().cpu().numpy())
+    finally:
+        encoder.train(was_training)
+    d = getattr(encoder, "latent", None)
+    return np.concatenate(out) if out else np.zeros((0, d or 0), np.float32)
+
+
+class ValKNN:
+    """Periodic zero-shot check: kNN macro-F1 of the val cells, half reference / half query."""
+
+    def __init__(self, X, labels, k: int = 5, max_cells: int = 20_000, seed: int = 0):
+        labels = np.asarray(labels)
+        keep = np.flatnonzero(_is_labelled(labels))
+        rng = np.random.default_rng(seed)
+        idx = rng.permutation(keep)[:max_cells]
+        half = len(idx) // 2
+        if half < 1:
+            raise InputError(f"val set has {len(keep)} labelled cells; need at least 2 for kNN")
+        self.ref, self.query = np.sort(idx[:half]), np.sort(idx[half:])
+        self.X, self.labels, self.k = X, labels, k
+
+    @classmethod
+    def from_any(cls, val, **kw) -> "ValKNN | None":
+        """val: None, ValKNN, (X, labels), or AnnData with obs["cell_type"]."""
+        if val is None or isinstance(val, ValKNN):
+            return val
+        if isinstance(val, tuple):
+            return cls(val[0], val[1], **kw)
+        if "cell_type" not in val.obs:
+            raise InputError("val AnnData has no obs column", column="cell_type")
+        return cls(val.X, val.obs["cell_type"].astype(object).to_numpy(), **kw)
+
+    def score(self, encoder, batch_size: int = 2048) -> float:
+        from sklearn.metrics import f1_score
+        from sklearn.neighbors import KNeighborsClassifier
+
+        sel = np.concatenate([self.ref, self.query])
+        emb = encode_array(encoder, self.X[sel], batch_size)
+        y = self.labels[sel].astype(str)
+        n_ref = len(self.ref)
+        knn = KNeighborsClassifier(n_neighbors=min(self.k, n_ref)).fit(emb[:n_ref], y[:n_ref])
+        return float(f1_score(y[n_ref:], knn.predict(emb[n_ref:]), average="macro"))
+
+
+def _is_labelled(labels: np.ndarray) -> np.ndarray:
+    if labels.dtype.kind in "iu":
+        return labels >= 0
+    if labels.dtype.kind == "f":
+        return np.isfinite(labels)
+    return np.array([v is not None and v == v and str(v) != "" for v in labels], dtype=bool)
+
+
+class _Curve:
+    """Mean of each loss term since the last row; rows are plain dicts (kept in the checkpoint)."""
+
+    def __init__(self, terms: Sequence[str]):
+        self.columns = ["step", "epoch", "loss", *[t for t in terms if t != "loss"], "lr", "val_knn_macro_f1"]
+        self.rows: list[dict] = []
+        self.acc: dict[str, torch.Tensor | float] = {}
+        self.n = 0
+
+    def add(self, terms: dict[str, torch.Tensor]) -> None:
+        for k, v in terms.items():  # stays on the device: no sync per step
+            v = v.detach().float()
+            self.acc[k] = self.acc[k] + v if k in self.acc else v
+        self.n += 1
+
+    def has_row(self, step: int) -> bool:
+        return self.n == 0 and bool(self.rows) and self.rows[-1]["step"] == step
+
+    def row(self, step: int, epoch: int, lr: float, val: float | None) -> dict:
+        if self.has_row(step):  # e.g. an epoch end right after a logged step: fill in val only
+            if val is not None:
+                self.rows[-1]["val_knn_macro_f1"] = val
+            return self.rows[-1]
+        r = {"step": step, "epoch": epoch, "lr": lr, "val_knn_macro_f1": val}
+        for k, v in self.acc.items():
+            r[k] = float(v) / max(self.n, 1)
+        self.rows.append(r)
+        self.acc, self.n = {}, 0
+        return r
+
+    def state(self) -> dict:
+        return {"rows": self.rows, "acc": {k: float(v) for k, v in self.acc.items()}, "n": self.n}
+
+    def load(self, s: dict) -> None:
+        self.rows, self.n = list(s["rows"]), s["n"]
+        self.acc = {k: torch.tensor(v, dtype=torch.float32) for k, v in s["acc"].items()}
+
+    def write(self, path: Path) -> None:
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=self.columns, extrasaction="ignore")
+            w.writeheader()
+            for r in self.rows:
+                w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in self.columns})
+
+
+def _resume_key(hp) -> dict:
+    return {k: v for k, v in asdict(hp).items() if k not in RESUMABLE_CHANGES}
+
+
+def train(
+    module: torch.nn.Module,
+    loader: Iterable[dict],
+    hp,
+    *,
+    out_dir: str | os.PathLike | None = None,
+    val=None,
+    callbacks: Sequence[Callable[[dict], None]] = (),
+) -> list[dict]:
+    """Train ``module`` in place; return the curve rows. ``hp``: a ``TrainHParams`` dataclass.
+
+    out_dir: where checkpoint.pt and curve.csv go; an existing checkpoint there is resumed.
+    callbacks: called after every step (and after any checkpoint of that step) with
+    ``{"step", "epoch", "batch_in_epoch", "terms"}``; an exception from one stops training.
+    """
+    device = resolve_device(hp.device)
+    module.to(device).train()
+    gen = torch.Generator(device=device)
+    gen.manual_seed(hp.seed)
+    opt = torch.optim.AdamW(module.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=hp.lr_step_epochs, gamma=hp.lr_gamma)
+    curve = _Curve(module.loss_terms)
+    val = ValKNN.from_any(val, k=hp.knn_k, max_cells=hp.val_max_cells)
+    st = {"step": 0, "epoch": 0, "batch_in_epoch": 0}
+    out_dir = Path(out_dir) if out_dir is not None else None
+    ckpt = out_dir / CHECKPOINT if out_dir is not None else None
+
+    if ckpt is not None and ckpt.exists():
+        c = torch.load(ckpt, map_location="cpu", weights_only=False)
+        if c["resume_key"] != _resume_key(hp):
+            diff = sorted(k for k in c["resume_key"] if c["resume_key"][k] != _resume_key(hp).get(k))
+            raise InputError(f"checkpoint was written with other hyper-parameters {diff}; delete it to start over",
+                             path=ckpt)
+        module.load_state_dict(c["model"])
+        opt.load_state_dict(c["optimizer"])
+        sched.load_state_dict(c["scheduler"])
+        torch.set_rng_state(c["rng_cpu"])
+        if device.type == "cuda" and c.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state_all(c["rng_cuda"])
+        gen.set_state(c["rng_generator"])
+        curve.load(c["curve"])
+        st = c["state"]
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt, st["step"], st["epoch"],
+                 st["batch_in_epoch"])
+
+    saved_at = [None]
+
+    def save_checkpoint():
+        if ckpt is None or saved_at[0] == tuple(st.values()):
+            return
+        saved_at[0] = tuple(st.values())
+        c = {"model": module.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+             "rng_cpu": torch.get_rng_state(), "rng_generator": gen.get_state(),
+             "rng_cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+             "curve": curve.state(), "state": dict(st), "resume_key": _resume_key(hp)}
+        with atomic_path(ckpt) as tmp:
+            torch.save(c, tmp)
+        curve.write(out_dir / CURVE)
+
+    def log_row(with_val: bool):
+        already = curve.has_row(st["step"]) and curve.rows[-1]["val_knn_macro_f1"] is not None
+        if curve.has_row(st["step"]) and (already or not with_val or val is None):
+            return
+        val_f1 = val.score(module.encoder, hp.infer_batch_size) if with_val and val is not None else None
+        r = curve.row(st["step"], st["epoch"], opt.param_groups[0]["lr"], val_f1)
+        terms = " ".join(f"{k}={r[k]:.4g}" for k in curve.columns[2:-2] if k in r)
+        log.info("step %d epoch %d %s%s", st["step"], st["epoch"], terms,
+                 "" if val_f1 is None else f" val_knn_macro_f1={val_f1:.4f}")
+
+    def done():
+        return st["epoch"] >= hp.max_epochs or (hp.max_steps is not None and st["step"] >= hp.max_steps)
+
+    try:
+        n_batches = len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        n_batches = None
+    total = hp.max_epochs * n_batches if n_batches else None
+    if hp.max_steps is not None:
+        total = min(total, hp.max_steps) if total else hp.max_steps
+    tty = sys.stderr.isatty()
+    from tqdm.auto import tqdm
+
+    pbar = tqdm(total=total, initial=st["step"], disable=not hp.progress, mininterval=1 if tty else 30,
+                unit="step", dynamic_ncols=True)
+    t0 = time.perf_counter()
+    step0 = st["step"]
+    amp = autocast(device, hp.precision)
+    try:
+        while not done():
+            if hasattr(loader, "set_epoch"):
+                loader.set_epoch(st["epoch"])
+            # Resume mid-epoch: the same order, minus the consumed batches.
+            if st["batch_in_epoch"] and hasattr(loader, "skip"):
+                loader.skip(st["batch_in_epoch"])
+                it = iter(loader)
+            else:
+                it = iter(loader)
+                for _ in range(st["batch_in_epoch"]):
+                    if next(it, None) is None:
+                        break
+            stopped = False
+            for batch in it:
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                with amp:
+                    terms = module.training_step(batch, gen)
+                opt.zero_grad(set_to_none=True)
+                terms["loss"].backward()
+                if hp.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(module.parameters(), hp.grad_clip)
+                opt.step()
+                st["step"] += 1
+                st["batch_in_epoch"] += 1
+                curve.add(terms)
+                pbar.update(1)
+                is_val = bool(hp.val_every) and st["step"] % hp.val_every == 0
+                if is_val or st["step"] % hp.log_every == 0:
+                    log_row(is_val)
+                if hp.checkpoint_every and st["step"] % hp.checkpoint_every == 0:
+                    save_checkpoint()
+                for cb in callbacks:
+                    cb({"step": st["step"], "epoch": st["epoch"], "batch_in_epoch": st["batch_in_epoch"],
+                        "terms": terms})
+                if hp.max_steps is not None and st["step"] >= hp.max_steps:
+                    stopped = True
+                    break
+            if stopped:
+                break
+            if st["batch_in_epoch"] == 0:
+                raise InputError("the training loader yielded no batches")
+            sched.step()
+            st["epoch"] += 1
+            st["batch_in_epoch"] = 0
+            log_row(True)
+            save_checkpoint()
+        log_row(True)
+        save_checkpoint()
+    finally:
+        pbar.close()
+    dt = time.perf_counter() - t0
+    if st["step"] > step0 and math.isfinite(dt):
+        log.info("trained %d steps in %.1f s (%.3g steps/s)", st["step"] - step0, dt, (st["step"] - step0) / dt)
+    return curve.rows

@@ -1,0 +1,56 @@
+"""scMAE (ssl_in_scg, random masking): reconstruct masked genes from the rest.
+
+x_in = x ⊙ m / (1 − p), m ~ Bernoulli(1 − p), p = 0.5 (the 1/(1 − p) rescaling as in ssl_in_scg;
+``rescale_masked``). Loss: MSE between x̂ = g(f(x_in)) and x over the masked genes only (the mean over
+masked entries; ssl_in_scg averages over all entries, a constant factor p). The decoder output is linear
+(ssl_in_scg's sigmoid cannot reach log1p values above 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from scjepa.errors import InputError
+from scjepa.methods.base import TorchMethod, TrainHParams, encoder_kwargs
+from scjepa.models.mlp import Decoder, Encoder
+
+
+@dataclass
+class MAEHParams(TrainHParams):
+    mask_rate: float = 0.5
+    rescale_masked: bool = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0 < self.mask_rate < 1:
+            raise InputError(f"must be in (0, 1) (got {self.mask_rate})", key="mask_rate")
+
+
+class MAEModule(nn.Module):
+    loss_terms = ("loss",)
+
+    def __init__(self, n_genes: int, hp: MAEHParams):
+        super().__init__()
+        self.hp = hp
+        self.encoder = Encoder(**encoder_kwargs(hp, n_genes))
+        self.decoder = Decoder(**encoder_kwargs(hp, n_genes))
+
+    def training_step(self, batch: dict, generator=None) -> dict[str, torch.Tensor]:
+        x, p = batch["x"], self.hp.mask_rate
+        masked = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype).lt_(p)  # 1 = masked
+        x_in = x * (1 - masked)
+        if self.hp.rescale_masked:
+            x_in.div_(1 - p)
+        err = (self.decoder(self.encoder(x_in)).float() - x.float()).square().mul_(masked)
+        return {"loss": err.sum() / masked.sum().clamp_min(1)}
+
+
+class MAE(TorchMethod):
+    family = "mae"
+    HParams = MAEHParams
+
+    def build_module(self, n_genes: int) -> MAEModule:
+        return MAEModule(n_genes, self.hparams)

@@ -1,0 +1,302 @@
+"""Fine-tuned cell-type annotation: pretrained encoder + linear head, every layer trained.
+
+Protocol (PROTOCOL.md "Evaluations"; ssl_in_scg ``trainer/classifier/train.py``): class-balanced
+cross-entropy (sklearn 'balanced' weights on the train split), AdamW lr 9e-4, weight decay 0.05,
+StepLR(2, 0.9) and gradient clipping at 1.0 as in ssl_in_scg's scripts; model selection on the
+val split (the epoch with the best val macro-F1); the selected model is scored on the test split
+with :func:`scjepa.tasks.knn.score_annotation`. One call = one seed; the tables aggregate seeds.
+
+The supervised baseline is the same code path with ``init="random"``: the same architecture,
+freshly initialised (seeded), trained from scratch.
+
+The head reads the encoder output z (the 64-d embedding that the kNN task scores), so
+fine-tuning and zero-shot evaluate the same representation.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from scjepa.errors import InputError
+from scjepa.tasks.common import align_genes, labels_of, read_genes, select_device
+from scjepa.tasks.knn import label_overlap_counts, score_annotation
+
+log = logging.getLogger(__name__)
+
+INITS = ("pretrained", "random")
+
+
+class NotApplicableError(Exception):
+    """The method cannot serve this task (e.g. PCA has no torch encoder to fine-tune)."""
+
+
+@dataclass
+class FinetuneConfig:
+    """Hyper-parameters of one fine-tuning run (defaults: the paper's / ssl_in_scg's)."""
+
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 9e-4
+    weight_decay: float = 0.05
+    lr_step_size: int = 2  # StepLR, epochs
+    lr_gamma: float = 0.9
+    grad_clip: float | None = 1.0
+    class_balanced: bool = True
+    patience: int | None = None  # stop after this many epochs without a better val macro-F1
+    eval_batch_size: int = 4096
+    device: str = "auto"
+    min_gene_coverage: float = 0.5
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "FinetuneConfig":
+        d = dict(d or {})
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise InputError(f"unknown fine-tuning option(s) {sorted(unknown)}", key="finetune")
+        return cls(**d)
+
+
+@dataclass
+class FinetuneResult:
+    metrics: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)
+    model: Any = None  # the selected classifier (encoder + head), on CPU, eval mode
+    test_pred: np.ndarray | None = None
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def build_classifier(encoder, n_genes: int, n_classes: int):
+    """encoder (N, n_genes) -> z (N, d); returns nn.Sequential(encoder, Linear(d, n_classes))."""
+    torch = _torch()
+    encoder.eval()
+    with torch.no_grad():
+        d = int(encoder(torch.zeros(2, n_genes)).shape[1])
+    return torch.nn.Sequential(encoder, torch.nn.Linear(d, n_classes))
+
+
+def reinitialise(module, seed: int) -> None:
+    """Fresh (seeded) default initialisation of every layer that has one: the 'random' init."""
+    torch = _torch()
+    torch.manual_seed(seed)
+    for m in module.modules():
+        if hasattr(m, "reset_parameters") and m is not module:
+            m.reset_parameters()
+
+
+def load_pretrained_encoder(model_dir: str | os.PathLike):
+    """``scjepa.methods.load_encoder`` with 'no torch encoder' turned into NotApplicableError."""
+    from scjepa.methods import load_encoder  # the methods package owns model directories
+
+    try:
+        return load_encoder(model_dir)
+    except InputError:
+        raise
+    except ValueError as exc:  # documented: methods without a torch encoder
+        raise NotApplicableError(str(exc)) from exc
+
+
+def _dense_rows(X, idx: np.ndarray) -> np.ndarray:
+    rows = X[idx]
+    rows = rows.toarray() if hasattr(rows, "toarray") else np.asarray(rows)
+    return rows.astype(np.float32, copy=False)
+
+
+def predict_codes(model, X, *, batch_size: int = 4096, device: str = "cpu") -> np.ndarray:
+    """Class codes (argmax of the logits) for every row of X (dense or CSR), in eval mode."""
+    torch = _torch()
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, X.shape[0], batch_size):
+            idx = np.arange(start, min(start + batch_size, X.shape[0]))
+            xb = torch.from_numpy(_dense_rows(X, idx)).to(device)
+            out.append(model(xb).argmax(dim=1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def finetune(
+    encoder,
+    X,
+    labels: Sequence[str],
+    splits: Sequence[str],
+    *,
+    seed: int = 0,
+    config: FinetuneConfig | None = None,
+    train_split: str = "train",
+    val_split: str = "val",
+    test_split: str = "test",
+) -> FinetuneResult:
+    """Fine-tune ``encoder`` + a linear head on X's train rows, select on val, score on test.
+
+    ``X``: (N, n_genes) float32 ndarray or CSR, already in the encoder's gene order;
+    ``labels``, ``splits``: (N,) str. The encoder is modified in place (pass a copy to keep it).
+    Metrics: test ``macro_f1, micro_f1, weighted_f1, accuracy``; ``val_macro_f1`` of the
+    selected epoch, ``best_epoch`` (1-based), ``epochs_run``, ``n_train/n_val/n_test``,
+    ``n_query_unseen_labels`` (test cells whose label the train split lacks: always errors),
+    ``train_seconds``.
+    """
+    torch = _torch()
+    cfg = config or FinetuneConfig()
+    device = select_device(cfg.device)
+    labels = np.asarray(labels).astype(str)
+    splits = np.asarray(splits).astype(str)
+    tr, va, te = (splits == s for s in (train_split, val_split, test_split))
+    for name, m in ((train_split, tr), (val_split, va), (test_split, te)):
+        if not m.any():
+            raise InputError(f"split '{name}' has no cells; fine-tuning needs train, val and test", column="split")
+    classes = np.unique(labels[tr])
+    code = {c: i for i, c in enumerate(classes)}
+    y_tr = np.array([code[c] for c in labels[tr]], dtype=np.int64)
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = build_classifier(encoder, X.shape[1], len(classes)).to(device)
+    if cfg.class_balanced:
+        from sklearn.utils.class_weight import compute_class_weight
+
+        w = compute_class_weight("balanced", classes=np.arange(len(classes)), y=y_tr)
+        weight = torch.tensor(w, dtype=torch.float32, device=device)
+    else:
+        weight = None
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, cfg.lr_step_size), gamma=cfg.lr_gamma)
+
+    X_tr = X[np.flatnonzero(tr)]
+    X_va = X[np.flatnonzero(va)]
+    best = (-math.inf, 0, None)  # (val macro-F1, epoch, state)
+    history: list[dict[str, float]] = []
+    t0 = time.perf_counter()
+    since_best = 0
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        order = rng.permutation(len(y_tr))
+        total, n_seen = 0.0, 0
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start : start + cfg.batch_size]
+            if len(idx) < 2 and len(order) > 1:
+                continue  # a single-row batch adds noise, nothing else
+            xb = torch.from_numpy(_dense_rows(X_tr, idx)).to(device)
+            yb = torch.from_numpy(y_tr[idx]).to(device)
+            loss = loss_fn(model(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            total += float(loss) * len(idx)
+            n_seen += len(idx)
+        sched.step()
+        val_pred = classes[predict_codes(model, X_va, batch_size=cfg.eval_batch_size, device=device)]
+        val_f1 = score_annotation(labels[va], val_pred)["macro_f1"]
+        history.append({"epoch": epoch, "train_loss": total / max(n_seen, 1), "val_macro_f1": val_f1})
+        log.info("epoch %d: train loss %.4f, val macro-F1 %.4f", epoch, history[-1]["train_loss"], val_f1)
+        if val_f1 > best[0]:
+            best = (val_f1, epoch, copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}))
+            since_best = 0
+        else:
+            since_best += 1
+            if cfg.patience is not None and since_best >= cfg.patience:
+                break
+    train_seconds = time.perf_counter() - t0
+    if best[2] is None:
+        raise ValueError("fine-tuning ran no epoch (epochs must be >= 1)")
+    model.load_state_dict(best[2])
+    test_pred = classes[predict_codes(model, X[np.flatnonzero(te)], batch_size=cfg.eval_batch_size, device=device)]
+    metrics = score_annotation(labels[te], test_pred)
+    counts = label_overlap_counts(labels[tr], labels[te])
+    metrics.update(
+        {
+            "val_macro_f1": float(best[0]),
+            "best_epoch": float(best[1]),
+            "epochs_run": float(len(history)),
+            "n_train": float(tr.sum()),
+            "n_val": float(va.sum()),
+            "n_test": float(te.sum()),
+            "n_classes_train": counts["n_classes_ref"],
+            "n_query_unseen_labels": counts["n_query_unseen_labels"],
+            "train_seconds": float(train_seconds),
+        }
+    )
+    return FinetuneResult(
+        metrics=metrics,
+        history=history,
+        classes=[str(c) for c in classes],
+        model=model.cpu().eval(),
+        test_pred=test_pred,
+    )
+
+
+def finetune_dataset(
+    adata,
+    model_dir: str | os.PathLike | None = None,
+    *,
+    init: str = "pretrained",
+    seed: int = 0,
+    label_key: str = "cell_type",
+    split_key: str = "split",
+    config: FinetuneConfig | None = None,
+    encoder=None,
+    genes: Sequence[str] | None = None,
+    path=None,
+) -> tuple[FinetuneResult, dict[str, Any]]:
+    """Fine-tune a method's encoder on a processed dataset (AnnData; X = log1p-normalised).
+
+    ``init="pretrained"``: the encoder from ``model_dir`` (``scjepa.methods.load_encoder``);
+    raises :class:`NotApplicableError` if the method has no torch encoder.
+    ``init="random"``: the same architecture with fresh seeded weights (the supervised
+    baseline); without ``model_dir`` the default MLP encoder on the dataset's genes.
+    ``encoder``/``genes`` may be given directly instead of ``model_dir`` (tests, notebooks).
+    The dataset is aligned to the model's genes (zero-fill; coverage below
+    ``config.min_gene_coverage`` is an InputError naming ``path``).
+    Returns ``(result, run_config)`` where run_config is the record's config block.
+    """
+    cfg = config or FinetuneConfig()
+    if init not in INITS:
+        raise InputError(f"init must be one of {INITS}, got {init!r}", key="init")
+    if encoder is None and model_dir is not None:
+        encoder = load_pretrained_encoder(model_dir)
+        genes = read_genes(model_dir) if genes is None else genes
+    elif encoder is None:
+        if init == "pretrained":
+            raise InputError("init='pretrained' needs a model directory", key="model")
+        from scjepa.models.mlp import Encoder
+
+        encoder = Encoder(n_genes=adata.n_vars)
+    if genes is None:
+        genes = list(map(str, adata.var_names))
+    if init == "random":
+        reinitialise(encoder, seed)
+    X, coverage = align_genes(adata.X, adata.var_names, genes, source=path, min_coverage=cfg.min_gene_coverage)
+    labels = labels_of(adata.obs, label_key, path=path)
+    if split_key not in adata.obs:
+        raise InputError(f"obs has no split column '{split_key}'", path=path, column=split_key)
+    splits = np.asarray(adata.obs[split_key].astype(str))
+    result = finetune(encoder, X, labels, splits, seed=seed, config=cfg)
+    result.metrics["gene_coverage"] = float(coverage)
+    run_config = {
+        **asdict(cfg),
+        "device": select_device(cfg.device),
+        "init": init,
+        "model_dir": None if model_dir is None else str(model_dir),
+        "label_key": label_key,
+        "split_key": split_key,
+        "head": "linear on the encoder output",
+        "loss": "class-balanced cross-entropy" if cfg.class_balanced else "cross-entropy",
+        "selection": "best val macro-F1 epoch",
+    }
+    return result, run_config

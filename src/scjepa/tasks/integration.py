@@ -1,0 +1,183 @@
+"""Data integration (Fig. 2): scib-metrics' Benchmarker on one method's embedding of a multi-batch dataset.
+
+Protocol (PROTOCOL.md; ssl_in_scg ``tester/embedding/compute_scib_metrics.py``): batch and label
+keys from the config; the pre-integrated embedding is the PCA of the dataset's log-normalised X,
+computed here; exact (brute-force) kNN, as ssl_in_scg's faiss IndexFlatL2; scores read with
+``get_results(min_max_scale=False)``; total = 0.6 bio-conservation + 0.4 batch-correction (scIB's
+weighting, computed by the Benchmarker). ssl_in_scg switches the isolated-labels metric off; so
+do we by default (config ``isolated_labels``).
+
+One run = one seed = one random subsample of the cells (default 80 %), so repeated runs give the
+spread that Fig. 2's boxplots show.
+
+Written against scib-metrics 0.5.x (``Benchmarker(adata, batch_key, label_key,
+embedding_obsm_keys, bio_conservation_metrics, batch_correction_metrics,
+pre_integrated_embedding_obsm_key, ...)``, ``prepare(neighbor_computer)``, ``benchmark()``), whose
+batch-correction set is BRAS, iLISI, kBET per label, graph connectivity and PCR comparison.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from scjepa.errors import InputError
+from scjepa.tasks.common import EMBEDDING_KEY, labels_of
+
+log = logging.getLogger(__name__)
+
+AGGREGATES = {"Bio conservation": "bio_conservation", "Batch correction": "batch_correction", "Total": "total"}
+MAX_NEIGHBORS = 90  # the Benchmarker uses 15, 50 and 90 neighbours
+
+
+@dataclass
+class IntegrationConfig:
+    """Options of one integration run (defaults: ssl_in_scg's scIB protocol, CPU-friendly)."""
+
+    batch_key: str = "batch"
+    label_key: str = "cell_type"
+    subsample: float = 0.8  # fraction of cells per run (1.0 = all; then runs differ only by PCA seed)
+    n_pcs: int = 50  # of the pre-integrated PCA
+    isolated_labels: bool = False  # as ssl_in_scg
+    kbet_per_label: bool = True
+    neighbors: str = "auto"  # "exact" | "pynndescent" | "auto" (exact up to exact_max_cells)
+    exact_max_cells: int = 50_000
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "IntegrationConfig":
+        d = dict(d or {})
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise InputError(f"unknown integration option(s) {sorted(unknown)}", key="integration")
+        return cls(**d)
+
+
+def subsample_indices(n: int, fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded random subset of ``round(fraction * n)`` of ``n`` cells."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"subsample fraction must be in (0, 1], got {fraction}")
+    m = max(1, int(round(fraction * n)))
+    if m == n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=m, replace=False))
+
+
+def pca_embedding(X, n_pcs: int = 50, seed: int = 0) -> np.ndarray:
+    """The pre-integrated embedding: PCA (centred, arpack) of log-normalised X (dense or CSR)."""
+    import scanpy as sc
+
+    n_comps = int(min(n_pcs, X.shape[0] - 1, X.shape[1] - 1))
+    if n_comps < 1:
+        raise ValueError(f"cannot compute a PCA of a {X.shape} matrix")
+    Xf = X.astype(np.float32) if hasattr(X, "astype") else np.asarray(X, dtype=np.float32)
+    return np.asarray(sc.pp.pca(Xf, n_comps=n_comps, svd_solver="arpack", random_state=seed), dtype=np.float32)
+
+
+def exact_neighbors(X: np.ndarray, k: int):
+    """Exact Euclidean kNN of every row among all rows, self included (scib-metrics' contract)."""
+    from scib_metrics.nearest_neighbors import NeighborsResults
+    from sklearn.neighbors import NearestNeighbors
+
+    nn = NearestNeighbors(n_neighbors=k, algorithm="brute", metric="euclidean").fit(X)
+    dist, idx = nn.kneighbors(X)
+    return NeighborsResults(indices=idx, distances=dist)
+
+
+def scib_scores(
+    emb: np.ndarray,
+    X_pre: np.ndarray,
+    batch: Sequence,
+    labels: Sequence,
+    config: IntegrationConfig | None = None,
+) -> dict[str, float]:
+    """scib-metrics scores of one embedding (N, d) against the pre-integrated X_pre (N, p).
+
+    Returns every individual metric under its scib-metrics name (e.g. ``silhouette_label``,
+    ``nmi_ari_cluster_labels_kmeans_nmi``, ``bras``, ``ilisi_knn``, ``kbet_per_label``,
+    ``graph_connectivity``, ``pcr_comparison``) plus ``bio_conservation``, ``batch_correction``
+    and ``total``, all unscaled (``min_max_scale=False``).
+    """
+    import anndata as ad
+    import pandas as pd
+    from scib_metrics.benchmark import BatchCorrection, Benchmarker, BioConservation
+
+    cfg = config or IntegrationConfig()
+    emb = np.asarray(emb, dtype=np.float32)
+    n = emb.shape[0]
+    if n <= MAX_NEIGHBORS:
+        raise ValueError(f"integration metrics need more than {MAX_NEIGHBORS} cells, got {n}")
+    obs = pd.DataFrame(
+        {"batch": pd.Categorical(np.asarray(batch).astype(str)), "label": pd.Categorical(np.asarray(labels).astype(str))},
+        index=[str(i) for i in range(n)],
+    )
+    if obs["batch"].nunique() < 2:
+        raise ValueError("integration metrics need at least two batches")
+    adata = ad.AnnData(obs=obs)
+    adata.obsm["X_emb"] = emb
+    adata.obsm["X_pre"] = np.asarray(X_pre, dtype=np.float32)
+    bm = Benchmarker(
+        adata,
+        batch_key="batch",
+        label_key="label",
+        embedding_obsm_keys=["X_emb"],
+        bio_conservation_metrics=BioConservation(isolated_labels=cfg.isolated_labels),
+        batch_correction_metrics=BatchCorrection(kbet_per_label=cfg.kbet_per_label),
+        pre_integrated_embedding_obsm_key="X_pre",
+        progress_bar=False,
+    )
+    use_exact = cfg.neighbors == "exact" or (cfg.neighbors == "auto" and n <= cfg.exact_max_cells)
+    if cfg.neighbors not in ("exact", "pynndescent", "auto"):
+        raise InputError(f"neighbors must be exact, pynndescent or auto, got {cfg.neighbors!r}", key="neighbors")
+    bm.prepare(neighbor_computer=exact_neighbors if use_exact else None)
+    bm.benchmark()
+    df = bm.get_results(min_max_scale=False, clean_names=False)
+    row = df.loc["X_emb"]
+    metrics: dict[str, float] = {}
+    for name, value in row.items():
+        key = AGGREGATES.get(name, name)
+        metrics[str(key)] = float(value)
+    return metrics
+
+
+def integration_run(
+    adata_emb,
+    X,
+    *,
+    seed: int = 0,
+    config: IntegrationConfig | None = None,
+    emb_key: str = EMBEDDING_KEY,
+    path=None,
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """One integration run: subsample cells (seeded), PCA of X inside, Benchmarker on the embedding.
+
+    ``adata_emb``: the method's embedding AnnData (obs with batch and label columns);
+    ``X``: the processed dataset's log-normalised expression, same rows. Returns
+    ``(metrics, run_config)``; metrics as :func:`scib_scores` plus ``n_cells``, ``n_batches``,
+    ``seconds``.
+    """
+    cfg = config or IntegrationConfig()
+    for col in (cfg.batch_key, cfg.label_key):
+        if col not in adata_emb.obs:
+            raise InputError(f"obs has no column '{col}' (integration needs batch and label keys)", path=path, column=col)
+    if X.shape[0] != adata_emb.n_obs:
+        raise InputError(f"expression has {X.shape[0]} rows but the embedding {adata_emb.n_obs}", path=path)
+    labels = labels_of(adata_emb.obs, cfg.label_key, path=path)
+    batch = labels_of(adata_emb.obs, cfg.batch_key, path=path)
+    if len(set(batch)) < 2:
+        raise InputError("has a single batch; integration needs a multi-batch dataset", path=path, column=cfg.batch_key)
+    idx = subsample_indices(adata_emb.n_obs, cfg.subsample, seed)
+    t0 = time.perf_counter()
+    X_pre = pca_embedding(X[idx], cfg.n_pcs, seed=seed)
+    emb = np.asarray(adata_emb.obsm[emb_key], dtype=np.float32)[idx]
+    metrics = scib_scores(emb, X_pre, batch[idx], labels[idx], cfg)
+    metrics.update(
+        {"n_cells": float(len(idx)), "n_batches": float(len(set(batch[idx]))), "seconds": time.perf_counter() - t0}
+    )
+    import scib_metrics
+
+    run_config = {**asdict(cfg), "seed": seed, "scib_metrics_version": scib_metrics.__version__, "pre_integrated": "PCA of X"}
+    return metrics, run_config

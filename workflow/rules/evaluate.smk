@@ -1,0 +1,1 @@
+# Evaluation rules: zero-shot, fine-tune, integration, spatial, bridge.

@@ -1,0 +1,11 @@
+"""Rule download_*/generate_synthetic: materialise resources/datasets/{dataset}/raw.h5ad."""
+
+from scjepa.data.sources import fetch
+from scjepa.io import write_json
+from scjepa.logs import rule_log
+
+with rule_log(snakemake.log[0]) as log:
+    spec = dict(snakemake.params.spec)
+    log.info("fetching dataset %s from source %s", spec["name"], spec["source"])
+    provenance = fetch(spec, snakemake.output.raw)
+    write_json({"dataset": spec["name"], **provenance}, snakemake.output.provenance)
