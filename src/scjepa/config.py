@@ -142,3 +142,48 @@ def check(config: dict) -> None:
         if "finetune" in entry.get("serves", []) and entry["family"] in ("pca", "scvi", "harmony"):
             raise InputError(f"family '{entry['family']}' has no encoder to fine-tune",
                              key=f"method_params.{m}.serves")
+
+
+def schema_markdown() -> str:
+    """The reference table of every config key (config/README.md is generated from this)."""
+    schema = load_schema()
+    defs = schema.get("definitions", {})
+    rows: list[tuple[str, str, str, str]] = []
+
+    def resolve(node):
+        if "$ref" in node:
+            return {**defs[node["$ref"].split("/")[-1]], **{k: v for k, v in node.items() if k != "$ref"}}
+        return node
+
+    def walk(node, prefix):
+        node = resolve(node)
+        for key, sub in node.get("properties", {}).items():
+            sub = resolve(sub)
+            name = f"{prefix}{key}"
+            typ = sub.get("type", "object")
+            typ = " or ".join(typ) if isinstance(typ, list) else typ
+            if "enum" in sub:
+                typ += ": " + " \\| ".join(map(str, sub["enum"]))
+            default = "*required*" if key in node.get("required", []) else (
+                "`" + json_dumps(sub["default"]) + "`" if "default" in sub else "")
+            rows.append((name, typ, default, " ".join(str(sub.get("description", "")).split())))
+            if sub.get("properties"):
+                walk(sub, name + ".")
+            extra = sub.get("additionalProperties")
+            if isinstance(extra, dict):
+                walk(extra, name + ".<name>.")
+
+    walk(schema, "")
+    lines = ["| key | type | default | description |", "|---|---|---|---|"]
+    lines += [f"| `{k}` | {t} | {d} | {desc} |" for k, t, d, desc in rows]
+    return "\n".join(lines) + "\n"
+
+
+def json_dumps(v) -> str:
+    import json
+
+    return json.dumps(v)
+
+
+if __name__ == "__main__":  # python -m scjepa.config  -> the key reference in Markdown
+    print(schema_markdown(), end="")

@@ -99,6 +99,7 @@ SlurmdUser=root
 AuthType=auth/munge
 CryptoType=crypto/munge
 MpiDefault=none
+MailProg=/bin/true
 # containers (gVisor, docker) have no usable cgroups for SLURM
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -162,15 +163,21 @@ munge -n | unmunge >/dev/null || { log "munge does not work"; exit 1; }
 # slurmctld / slurmd: a stale daemon from an earlier config is restarted
 for d in slurmd slurmctld; do
     if pid_alive /run/slurm/$d.pid; then
-        log "stopping running $d (pid $(cat /run/slurm/$d.pid)) to load the new config"
-        kill "$(cat /run/slurm/$d.pid)" || true
-        for _ in $(seq 50); do pid_alive /run/slurm/$d.pid || break; sleep 0.1; done
+        pid=$(cat /run/slurm/$d.pid)
+        log "stopping running $d (pid $pid) to load the new config"
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     fi
 done
 log "starting slurmctld"
 /usr/sbin/slurmctld -c        # -c: clear saved state (jobs of earlier test runs)
 mark_started slurmctld
 for _ in $(seq 100); do scontrol ping 2>/dev/null | grep -q UP && break; sleep 0.2; done
+if ! scontrol ping 2>/dev/null | grep -q UP; then
+    log "slurmctld did not come up"
+    tail -n 20 "$LOG_DIR/slurmctld.log" >&2 || true
+    exit 1
+fi
 log "starting slurmd"
 /usr/sbin/slurmd
 mark_started slurmd

@@ -24,6 +24,4 @@ fi
 stop slurmd /run/slurm/slurmd.pid
 stop slurmctld /run/slurm/slurmctld.pid
 stop munged /run/munge/munged.pid
-# leftover slurmstepd processes of jobs (children of the slurmd we stopped)
-for p in $(pgrep -x slurmstepd 2>/dev/null); do log "killing leftover slurmstepd $p"; kill "$p" 2>/dev/null; done
 exit 0

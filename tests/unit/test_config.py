@@ -50,3 +50,10 @@ def test_method_defaults(base):
     assert "finetune" not in method_entry(cfg, "pca")["serves"]
     assert "finetune" in method_entry(cfg, "scjepa")["serves"]
     assert method_entry(cfg, "user_method")["family"] == "user_method"
+
+
+def test_config_readme_documents_every_key():
+    from scjepa.config import schema_markdown
+
+    readme = (ROOT / "config" / "README.md").read_text()
+    assert schema_markdown() in readme, "regenerate: (cat config/README.intro.md; python -m scjepa.config) > config/README.md"

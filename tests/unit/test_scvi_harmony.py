@@ -55,6 +55,17 @@ def knn_accuracy(Z, labels, k=15):
     return float(cross_val_score(KNeighborsClassifier(k), Z, labels, cv=3).mean())
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """One torch thread: on a shared 2-core runner the default oversubscribes and is several times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def adata():
     return make_processed()
@@ -155,6 +166,8 @@ def test_scvi_save_load_roundtrip(scvi_fit, adata, tmp_path):
     assert hp["family"] == "scvi" and hp["n_latent"] == 64 and hp["max_epochs"] == 3
     assert hp["n_genes"] == adata.n_vars and hp["gene_ids_file"] == "genes.txt"
     assert (out / "genes.txt").read_text().split() == list(adata.var_names)
+    with pytest.raises(InputError, match="needs the AnnData"):
+        SCVIMethod.load(out)
     loaded = SCVIMethod.load(out, adata)
     np.testing.assert_allclose(loaded.transform(adata), z1, rtol=1e-5, atol=1e-5)
     # transform does not embed unseen batches
@@ -240,6 +253,9 @@ def test_embed_dataset_harmony_writes_contract(adata, tmp_path):
     assert emb.uns["method"] == "harmony"
     assert json.loads(emb.uns["method_config"])["n_pcs"] == 20
     assert json.loads((tmp_path / "m" / "hparams.json").read_text())["family"] == "harmony"
+    again = HarmonyMethod.load(tmp_path / "m", adata)
+    assert again.n_pcs == 20
+    np.testing.assert_allclose(again.embedding_, emb.obsm["X_emb"], rtol=1e-5, atol=1e-5)
 
 
 def test_embed_dataset_scvi_writes_contract(adata, tmp_path):

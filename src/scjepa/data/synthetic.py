@@ -12,7 +12,7 @@ Generative model, per cell ``i`` and gene ``g``::
     logit_ig = base_g + (z_i + donor_shift_d) @ W[:, g]                programs: low-rank latent
                + donor_lfc_dg + strength * (study_lfc_sg + tech_lfc_tg)  donor and batch effects
                + cycling_i * cycle_g (+ perturbation response, per kind)
-    p_i      = (1 - ambient_s) softmax(logit_i) + ambient_s * ambient_s.  relative expression
+    p_i      = (1 - a_s) softmax(logit_i) + a_s * ambient_profile_s       relative expression
     L_i      = lib_median * capture_s * size[type_i] * LogNormal(0, lib_sd)   library size (UMIs)
     x_ig     ~ NB(mean = L_i p_ig, inverse dispersion theta_g)          counts
 
@@ -28,6 +28,7 @@ inverse CDF on the sparse non-zero entries (most entries are decided zero by one
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -69,7 +70,10 @@ _CATALOG: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("T cell", ("CD4 naive", "CD4 memory", "CD8 naive", "CD8 effector", "regulatory", "gamma-delta", "MAIT")),
     ("B cell", ("naive", "memory", "plasma")),
     ("NK cell", ("CD56 bright", "CD56 dim")),
-    ("Myeloid", ("classical monocyte", "non-classical monocyte", "conventional DC", "plasmacytoid DC", "macrophage")),
+    (
+        "Myeloid",
+        ("classical monocyte", "non-classical monocyte", "conventional DC", "plasmacytoid DC", "macrophage"),
+    ),
     ("Progenitor", ("HSC", "erythroid progenitor", "megakaryocyte progenitor")),
     ("Stromal", ("fibroblast", "endothelial", "pericyte")),
     ("Epithelial", ("basal", "luminal", "secretory")),
@@ -99,7 +103,9 @@ _INTEGRATION_TECHS = ("10x 3' v3", "Drop-seq", "10x 3' v2", "Seq-Well", "10x 5' 
 _COMMON_DEFAULTS: dict[str, Any] = {
     "n_types": 16,  # world: cell types
     "n_programs": 20,  # world: latent dimension (gene programs)
-    "lib_median": 3000.0,  # median UMIs per cell at capture efficiency 1
+    # median UMIs per cell at capture efficiency 1; None = 3000 up to 2000 genes, growing as
+    # sqrt(n_genes / 2000) beyond (a larger gene space is a larger share of the transcriptome)
+    "lib_median": None,
     "lib_sd": 0.45,  # sd of log library size
     "batch_strength": 1.0,  # multiplies study + technology gene effects and capture spread
     "composition_shift": 0.3,  # sd of log per-study cell-type abundance multipliers
@@ -197,7 +203,12 @@ class World:
             raise ValueError(f"n_types must be >= 2, got {n_types}")
         if n_programs < 2:
             raise ValueError(f"n_programs must be >= 2, got {n_programs}")
-        self.n_genes, self.n_types, self.seed, self.n_programs = int(n_genes), int(n_types), int(seed), int(n_programs)
+        self.n_genes, self.n_types, self.seed, self.n_programs = (
+            int(n_genes),
+            int(n_types),
+            int(seed),
+            int(n_programs),
+        )
         G, T, K = self.n_genes, self.n_types, self.n_programs
 
         # genes: ids sorted like ENSEMBL's, symbols from a different namespace
@@ -245,7 +256,9 @@ class World:
         first_of_lineage[[self.lineages.index(lin) for lin in self.lineage_names]] = True
         candidates = np.flatnonzero(~first_of_lineage)
         n_rare = min(len(candidates), max(1, round(3 * T / 16)))
-        self.rare_types = sorted(rng.choice(candidates, size=n_rare, replace=False).tolist()) if n_rare else []
+        self.rare_types = (
+            sorted(rng.choice(candidates, size=n_rare, replace=False).tolist()) if n_rare else []
+        )
         rare_p = np.linspace(0.008, 0.012, max(1, len(self.rare_types)))[: len(self.rare_types)]
         common = np.setdiff1d(np.arange(T), self.rare_types)
         freq = freq / freq[common].sum() * (1.0 - rare_p.sum())
@@ -272,7 +285,8 @@ class World:
         lfc = rng.normal(0.0, 0.15, size=self.n_genes)
         strong = rng.random(self.n_genes) < 0.03  # dissociation/stress genes and the like
         lfc[strong] += rng.normal(0.0, 0.8, size=int(strong.sum()))
-        return lfc.astype(np.float32), float(rng.normal(0.0, 0.25)), float(rng.uniform(0.01, 0.05))
+        capture = float(np.clip(rng.normal(0.0, 0.25), -0.4, 0.4))
+        return lfc.astype(np.float32), capture, float(rng.uniform(0.01, 0.05))
 
     def study_composition(self, study: str, sd: float) -> np.ndarray:
         """Per-type abundance multipliers of a study (tissue/sampling differences)."""
@@ -288,7 +302,11 @@ class World:
             names.append(f"{self.lineage_names[li]}/{sub}")
             cents.append(self.lineage_centroids[li] + rng.normal(0.0, 0.45, size=self.n_programs))
             lins.append(li)
-        return names, np.asarray(cents, np.float32).reshape(len(names), self.n_programs), np.asarray(lins, int)
+        return (
+            names,
+            np.asarray(cents, np.float32).reshape(len(names), self.n_programs),
+            np.asarray(lins, int),
+        )
 
     def spatial_panel(self, fraction: float) -> np.ndarray:
         """Sorted gene indices of an imaging panel: half program markers, half other expressed genes."""
@@ -401,9 +419,12 @@ def _study_setup(kind: str, opts: dict) -> tuple[list[str], list[str]]:
 
 def _plan(kind: str, *, n_genes: int, seed: int, world_seed: int, options: dict) -> _Plan:
     opts = _resolve_options(kind, options)
+    if opts.get("lib_median") is None:
+        opts["lib_median"] = 3000.0 * math.sqrt(max(1.0, n_genes / 2000))
     world = _world(int(n_genes), int(opts["n_types"]), int(world_seed), int(opts["n_programs"]))
     G, K = world.n_genes, world.n_programs
     studies, techs = _study_setup(kind, opts)
+    opts["studies"], opts["technologies"] = studies, techs  # resolved, for uns["synthetic"]
     strength = float(opts["batch_strength"])
     tag = f"{_KIND_TAG[kind]}{seed}"
 
@@ -446,7 +467,9 @@ def _plan(kind: str, *, n_genes: int, seed: int, world_seed: int, options: dict)
         latent_shift = (s * rngs.normal(0.0, 0.25, size=K)).astype(np.float32)
         uns["novel_types"] = names
     elif kind == "perturbation":
-        immune = [i for i, lin in enumerate(type_lineage) if lin in ("T cell", "B cell", "NK cell", "Myeloid")]
+        immune = [
+            i for i, lin in enumerate(type_lineage) if lin in ("T cell", "B cell", "NK cell", "Myeloid")
+        ]
         if len(immune) >= 2:
             mask = np.zeros(len(type_names), bool)
             mask[immune] = True
@@ -543,7 +566,9 @@ def _plan(kind: str, *, n_genes: int, seed: int, world_seed: int, options: dict)
 
 
 def _pick_types(world: World, preferred: list[str], n: int, exclude: set[int]) -> list[int]:
-    out = [world.type_index(p) for p in preferred if p in world.cell_types and world.type_index(p) not in exclude]
+    out = [
+        world.type_index(p) for p in preferred if p in world.cell_types and world.type_index(p) not in exclude
+    ]
     used_lineages = {world.lineages[i] for i in out} | {world.lineages[i] for i in exclude}
     for i, lin in enumerate(world.lineages):  # fallback: first type of other lineages, then anything
         if len(out) >= n:
@@ -581,7 +606,10 @@ def _plan_timecourse(plan: _Plan, opts: dict) -> None:
     c_fates = world.centroids[fates]
     branch = 0.5 * (c_root + c_fates.mean(axis=0)) + rng.normal(0.0, 0.3, size=world.n_programs)
     plan.extra.update(
-        root=root, fates=np.asarray(fates), fate_probs=probs, times=np.arange(n_t, dtype=float),
+        root=root,
+        fates=np.asarray(fates),
+        fate_probs=probs,
+        times=np.arange(n_t, dtype=float),
         branch=branch.astype(np.float32),
     )
     plan.uns["timecourse_truth"] = {
@@ -598,7 +626,7 @@ _LAYER_SPECS = (
     {"Epithelial/luminal": 0.75, "Epithelial/secretory": 0.1, "Epithelial/basal": 0.1, "T cell": 0.05},
     {"Epithelial/basal": 0.75, "Epithelial/luminal": 0.1, "T cell": 0.1, "Myeloid": 0.05},
     {"Stromal/fibroblast": 0.6, "Stromal/endothelial": 0.2, "Stromal/pericyte": 0.05, "Myeloid": 0.15},
-    {"T cell": 0.45, "B cell": 0.25, "Myeloid": 0.15, "NK cell": 0.1, "Stromal/fibroblast": 0.05},
+    {"T cell": 0.55, "B cell": 0.2, "Myeloid": 0.12, "NK cell": 0.08, "Stromal/fibroblast": 0.05},
     {"Stromal/endothelial": 0.5, "Stromal/fibroblast": 0.35, "Stromal/pericyte": 0.1, "Myeloid": 0.05},
 )
 
@@ -613,7 +641,11 @@ def _plan_spatial(plan: _Plan, opts: dict) -> None:
     for li in range(n_layers):
         spec = _LAYER_SPECS[li % len(_LAYER_SPECS)]
         for key, w in spec.items():
-            match = [i for i, (n, lin) in enumerate(zip(plan.type_names, plan.type_lineage)) if n == key or lin == key]
+            match = [
+                i
+                for i, (n, lin) in enumerate(zip(plan.type_names, plan.type_lineage))
+                if n == key or lin == key
+            ]
             for i in match:
                 comp[li, i] += w / len(match)
         if comp[li].sum() == 0:  # worlds without these lineages: a round-robin share of types
@@ -621,7 +653,12 @@ def _plan_spatial(plan: _Plan, opts: dict) -> None:
         comp[li] += 0.002  # a few stray cells of every type
         comp[li] /= comp[li].sum()
     rng = _rng(plan.world_seed, "spatial", n_layers)
-    bounds = np.sort(rng.uniform(0.1, 0.9, size=n_layers - 1)) if n_layers > 5 else np.array([0.15, 0.3, 0.55, 0.8])[: n_layers - 1]
+    if n_layers == 5:
+        bounds = np.array([0.15, 0.3, 0.55, 0.8])  # thin epithelium over stroma and infiltrate
+    else:
+        bounds = np.sort(
+            np.linspace(0, 1, n_layers + 1)[1:-1] + rng.uniform(-0.25, 0.25, n_layers - 1) / n_layers
+        )
     plan.genes = world.spatial_panel(float(opts["panel_fraction"]))
     plan.extra.update(
         layer_comp=comp,
@@ -654,19 +691,22 @@ def _plan_perturbation(plan: _Plan, opts: dict) -> None:
     knock = np.zeros((n_p, G), np.float32)
     truth = {}
     expressed = np.flatnonzero(world.base > np.quantile(world.base, 0.75))
+    present = np.flatnonzero(plan.donor_comp.sum(axis=0) > 0)
+    lin_of = np.array([lin_names.index(lin) for lin in plan.type_lineage])
+    present_lineages = np.unique(lin_of[present])
     for p in range(n_p):
         ks = rng.choice(K, size=min(3, K), replace=False)
-        shift[p, ks] = rng.normal(0.0, 1.0, size=ks.size) + np.sign(rng.normal(size=ks.size)) * 0.5
+        shift[p, ks] = rng.normal(0.0, 0.5, size=ks.size) + np.sign(rng.normal(size=ks.size)) * 0.3
         genes = rng.choice(G, size=min(25, G), replace=False)
         direct[p, genes] = rng.normal(0.0, 1.5, size=genes.size)
         target = int(rng.choice(expressed))
         knock[p, target] = -2.5  # CRISPRi knock-down of the target, in every cell type
         # cell-type-dependent response: per lineage a level (one lineage does not respond,
         # one responds strongly), per type a jitter
-        lv = rng.permutation(np.resize(levels, len(lin_names)))
-        if len(lin_names) >= 2:
-            lv[rng.integers(len(lin_names))] = 0.0
-        lin_of = np.array([lin_names.index(lin) for lin in plan.type_lineage])
+        # one response level per lineage present (every level used once before any repeats, so
+        # one lineage does not respond and one responds strongly), jittered per type
+        lv = np.zeros(len(lin_names))
+        lv[present_lineages] = rng.permutation(np.resize(levels, len(present_lineages)))
         resp[:, p] = lv[lin_of] * np.exp(rng.normal(0.0, 0.25, size=T))
         eff = shift[p] @ plan.programs + direct[p]
         order = np.argsort(-np.abs(eff), kind="stable")
@@ -675,7 +715,9 @@ def _plan_perturbation(plan: _Plan, opts: dict) -> None:
             "target_gene": world.gene_ids[target],
             "affected_genes": [world.gene_ids[g] for g in affected] or [world.gene_ids[target]],
             "affected_lfc_at_response_1": [float(eff[g]) for g in affected] or [0.0],
-            "response_by_cell_type": {n: float(resp[i, p]) for i, n in enumerate(plan.type_names) if plan.type_names},
+            # parallel lists, not a mapping: type names contain "/", which HDF5 reads as a path
+            "cell_types": [plan.type_names[i] for i in present],
+            "response": [float(resp[i, p]) for i in present],
             "latent_shift": [float(v) for v in shift[p]],
         }
     plan.extra.update(conditions=["control"] + names, shift=shift, direct=direct, resp=resp, knock=knock)
@@ -701,30 +743,33 @@ _HIGH_MEAN = 2.0
 
 
 def sample_nb(rng: np.random.Generator, mu: np.ndarray, theta: np.ndarray) -> sp.csr_matrix:
-    """Exact negative-binomial draws, returned sparse.
+    """Negative-binomial draws by inverse CDF, returned sparse.
 
     ``mu`` (cells, genes) means, ``theta`` (genes,) inverse dispersions (variance mu + mu^2/theta).
-    One uniform per entry decides zero against P(X=0) = (theta/(theta+mu))^theta; non-zero
-    entries with a small mean continue the inverse CDF by the NB recurrence, those with a large
-    mean are drawn gamma-Poisson conditioned on X > 0. Returns CSR float32.
+    One uniform ``v`` per entry (float32, 2^-24 resolution, centred in its bin) against the
+    survival function: X > 0 iff v < P(X > 0) = 1 - (theta/(theta+mu))^theta, and P(X > 0) <= mu,
+    so entries with v >= mu are zero after one comparison and the exact test runs on the few
+    others. Non-zero entries with a small mean continue down the survival function by the NB
+    recurrence; those with a larger mean are drawn gamma-Poisson conditioned on X > 0.
+    Returns CSR float32.
     """
     B, G = mu.shape
     mu = np.ascontiguousarray(mu, dtype=np.float32)
     theta = np.asarray(theta, dtype=np.float32)
-    u = rng.random(mu.shape, dtype=np.float32)
-    p0 = mu / theta
-    np.log1p(p0, out=p0)
-    p0 *= -theta
-    np.exp(p0, out=p0)
-    nz = np.flatnonzero(u >= p0)
-    del p0
-    m = mu.reshape(-1)[nz].astype(np.float64)
-    th = theta[nz % G].astype(np.float64)
+    v = rng.random(mu.shape, dtype=np.float32)
+    v += np.float32(2.0**-25)  # (0, 1): no exact zero, which would mean an infinite tail
+    cand = np.flatnonzero(v < mu)
+    m = mu.reshape(-1)[cand].astype(np.float64)
+    th = theta[cand % G].astype(np.float64)
+    vv = v.reshape(-1)[cand].astype(np.float64)
+    del v
+    log_p0 = -th * np.log1p(m / th)
+    keep = vv < -np.expm1(log_p0)
+    nz, m, th, vv, log_p0 = cand[keep], m[keep], th[keep], vv[keep], log_p0[keep]
     val = np.empty(nz.size, np.float64)
 
-    hi = np.flatnonzero(m > _HIGH_MEAN)
-    idx = hi
-    while idx.size:  # acceptance >= 1 - P(X=0) > 0.45 for mean > 2, theta >= 0.3
+    idx = np.flatnonzero(m > _HIGH_MEAN)
+    while idx.size:  # acceptance = P(X > 0) > 0.45 for mean > 2, theta >= 0.3
         lam = rng.standard_gamma(th[idx]) * (m[idx] / th[idx])
         x = rng.poisson(lam)
         ok = x > 0
@@ -732,21 +777,20 @@ def sample_nb(rng: np.random.Generator, mu: np.ndarray, theta: np.ndarray) -> sp
         idx = idx[~ok]
 
     lo = np.flatnonzero(m <= _HIGH_MEAN)
-    ml, tl = m[lo], th[lo]
-    ul = u.reshape(-1)[nz[lo]].astype(np.float64)
-    q = ml / (ml + tl)
-    pk = np.exp(-tl * np.log1p(ml / tl))  # P(X = 0)
-    F = pk.copy()
+    tl, vl = th[lo], vv[lo]
+    q = m[lo] / (m[lo] + tl)
+    pk = np.exp(log_p0[lo])  # P(X = 0)
+    surv = 1.0 - pk  # P(X > k), k = 0
     act = np.arange(lo.size)
     k = 0
     while act.size and k < 100_000:
         k += 1
         pk *= (k - 1 + tl) / k * q
-        F += pk
-        done = ul < F
+        surv -= pk
+        done = vl >= surv  # X = k iff P(X > k) <= v < P(X > k - 1)
         val[lo[act[done]]] = k
         keep = ~done
-        act, pk, F, tl, q, ul = act[keep], pk[keep], F[keep], tl[keep], q[keep], ul[keep]
+        act, pk, surv, tl, q, vl = act[keep], pk[keep], surv[keep], tl[keep], q[keep], vl[keep]
     if act.size:  # pragma: no cover - float saturation, practically unreachable
         val[lo[act]] = k
 
@@ -914,15 +958,26 @@ def _uns(plan: _Plan, n_cells: int) -> dict:
     return uns
 
 
+def _single_threaded_blas():
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - scikit-learn brings it
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def _cells(plan: _Plan, start: int, stop: int, n_jobs: int = 1):
     """obs columns (codes), X_true and counts of cells [start, stop)."""
     b0, b1 = start // BLOCK_SIZE, (stop - 1) // BLOCK_SIZE
     blocks = range(b0, b1 + 1)
-    if n_jobs > 1 and len(blocks) > 1:
-        with ThreadPoolExecutor(max_workers=n_jobs) as pool:  # numpy releases the GIL
-            outs = list(pool.map(lambda b: _block(plan, b), blocks))
-    else:
-        outs = [_block(plan, b) for b in blocks]
+    # the only BLAS call is a thin (cells x programs) @ (programs x genes) product: threads do
+    # not pay for it, and on a busy machine they cost several times the single-thread run
+    with _single_threaded_blas():
+        if n_jobs > 1 and len(blocks) > 1:
+            with ThreadPoolExecutor(max_workers=n_jobs) as pool:  # numpy releases the GIL
+                outs = list(pool.map(lambda b: _block(plan, b), blocks))
+        else:
+            outs = [_block(plan, b) for b in blocks]
     lo = start - b0 * BLOCK_SIZE
     hi = stop - b0 * BLOCK_SIZE
     cols = {k: np.concatenate([o["obs"][k] for o in outs])[lo:hi] for k in outs[0]["obs"]}
@@ -1049,9 +1104,8 @@ def write_h5ad_chunked(
     first = None
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
-            ds_kw: dict[str, Any] = {"maxshape": (None,), "chunks": True}
-            if compression:
-                ds_kw["compression"] = compression
+            # anndata creates the CSR datasets resizable (maxshape None), so they can be appended
+            ds_kw: dict[str, Any] = {"compression": compression} if compression else {}
             for chunk in generate_chunks(kind, n, chunk_size=chunk_size, **kw):
                 X = sp.csr_matrix(chunk.X)
                 if first is None:

@@ -135,8 +135,9 @@ def embed_adata(model_dir, adata, *, layer: str | None = None, min_overlap: floa
     X = adata.layers[layer] if layer is not None else adata.X
     genes = getattr(model, "gene_ids_", None)
     if genes is None:
-        if X.shape[1] != model.n_genes_:
-            raise InputError(f"the data has {X.shape[1]} genes, the model {model.n_genes_}, and the model has "
+        n = getattr(model, "n_genes_", None)
+        if n is not None and X.shape[1] != n:
+            raise InputError(f"the data has {X.shape[1]} genes, the model {n}, and the model has "
                              "no genes.txt to align by")
     else:
         X, coverage = align_genes(X, adata.var_names, genes, min_overlap=min_overlap,
@@ -171,14 +172,22 @@ def _read_val(val_h5ad, gene_ids, n_genes: int, max_cells: int, seed: int):
 
 
 def pretrain(hparams: dict, store_dir, val_h5ad, out_dir, seed: int, method_name: str, *,
-             loader=None, work_dir=None):
+             loader=None, work_dir=None, num_threads: int | None = None, tune_malloc: bool = True):
     """Fit family ``hparams["family"]`` on the training store and write the model directory ``out_dir``.
 
     Checkpoints go to ``work_dir`` (default: the hidden sibling ``.<out_dir name>.work``, which survives
     a failed job so a rerun resumes from it); ``out_dir`` appears atomically at the end, and the work
-    directory is removed. ``loader`` replaces the store loader (tests, custom data).
-    Returns the fitted method.
+    directory is removed. ``loader`` replaces the store loader (tests, custom data). ``num_threads``
+    (Snakemake's ``threads``) sets torch's intra-op threads. On CPU, ``tune_malloc`` makes the process keep
+    freed memory for reuse (``engine.use_caching_malloc``; faster steps, peak memory is kept). Returns the
+    fitted method.
     """
+    import torch
+
+    from scjepa.methods.engine import resolve_device, use_caching_malloc
+
+    if num_threads is not None:
+        torch.set_num_threads(max(1, int(num_threads)))
     from dataclasses import fields
 
     from scjepa.io import atomic_path
@@ -194,7 +203,9 @@ def pretrain(hparams: dict, store_dir, val_h5ad, out_dir, seed: int, method_name
         hp["seed"] = int(seed)
     method = cls(**hp)
     method.method_name = method_name
-    params = method.hparams
+    params = getattr(method, "hparams", getattr(method, "config", None))
+    if tune_malloc and resolve_device(getattr(params, "device", "cpu")).type == "cpu":
+        use_caching_malloc()
     if loader is None:
         from scjepa.data.store import StoreLoader
 
@@ -218,6 +229,9 @@ def pretrain(hparams: dict, store_dir, val_h5ad, out_dir, seed: int, method_name
     method.fit(loader, val=val, out_dir=work, gene_ids=gene_ids)
     with atomic_path(out_dir, is_dir=True) as tmp:
         method.save(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it 0700; give it a normal directory's mode
     shutil.rmtree(work, ignore_errors=True)
     return method
 

@@ -6,10 +6,11 @@ Two independently augmented views of x go through the encoder in one call and th
 standardised projections and c = ẑ1ᵀẑ2 / N, L = Σ_i (1 − c_ii)² + λ_off Σ_{i≠j} c_ij², λ_off = 0.0051.
 
 Augmentations (``augmentation``):
-- "negbin" (ssl_in_scg HEAD): x + intensity · log1p(10⁴ · n / Σn) with n ~ NB(10, p), p ~ U(0, 1) per
-  cell (drawn as Poisson(Gamma), the Gamma by the Wilson–Hilferty cube so that every draw comes from the
-  seeded generator), then dropout (zero with probability ``dropout_intensity``, rescale), clamp ≥ 0.
-  Both views are augmented (HEAD augments one view only).
+- "negbin" (ssl_in_scg HEAD): x + intensity · log1p(10⁴ · n / Σn) with n NB-like noise: a Gaussian with
+  the mean and variance of NB(10, p), p ~ U(0, 1) per cell, clamped at 0 (one normal draw per entry:
+  exact NB sampling by Poisson(Gamma) cost more than the whole network on CPU), then dropout (zero with
+  probability ``dropout_intensity``, rescale), clamp ≥ 0. Both views are augmented (HEAD augments one
+  view only).
 - "gaussian" (the checkpoint ssl_in_scg fine-tuned): x + N(0, σ1²) and x + N(0, σ2²), clamp ≥ 0,
   σ1 = ``gaussian_sigma``, σ2 = σ1 / 10.
 The optimiser is the shared AdamW (ssl_in_scg used LARS).
@@ -24,7 +25,7 @@ from torch import nn
 
 from scjepa.errors import InputError
 from scjepa.methods.base import TorchMethod, TrainHParams, encoder_kwargs
-from scjepa.models.mlp import Encoder
+from scjepa.models.mlp import Encoder, keep_mask, quantise
 
 
 @dataclass
@@ -57,24 +58,20 @@ def _projector(dims) -> nn.Sequential:
 
 
 def augment(x: torch.Tensor, hp: BarlowTwinsHParams, generator=None, sigma: float | None = None) -> torch.Tensor:
-    """One augmented copy of x (N, D)."""
-    def rand(*shape):
-        return torch.rand(shape, generator=generator, device=x.device, dtype=x.dtype)
-
+    """One augmented copy of x (N, D); every draw comes from ``generator``."""
     def randn(*shape):
         return torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
 
     if hp.augmentation == "gaussian":
         return (x + randn(*x.shape).mul_(hp.gaussian_sigma if sigma is None else sigma)).clamp_min_(0)
     k = hp.negbin_total_count
-    p = rand(x.shape[0], 1).clamp_(max=0.99)
-    # Gamma(k, θ = p / (1 − p)) by Wilson–Hilferty; its Poisson mixture is NB(k, p).
-    g = (1 - 1 / (9 * k) + randn(*x.shape).div_((9 * k) ** 0.5)).clamp_min_(0).pow_(3).mul_(k * p / (1 - p))
-    n = torch.poisson(g, generator=generator)
-    noise = torch.log1p(n.mul_(1e4 / n.sum(1, keepdim=True).clamp_min(1)))
-    out = noise.mul_(hp.negbin_intensity).add_(x)
+    p = torch.rand((x.shape[0], 1), generator=generator, device=x.device, dtype=x.dtype).clamp_(max=0.99)
+    mu = k * p / (1 - p)  # NB(k, p): mean μ, variance μ + μ²/k; moment-matched Gaussian, clamped at 0
+    n = randn(*x.shape).mul_((mu + mu**2 / k).sqrt()).add_(mu).clamp_min_(0)
+    out = torch.log1p(n.mul_(1e4 / n.sum(1, keepdim=True).clamp_min(1e-6))).mul_(hp.negbin_intensity).add_(x)
     if hp.dropout_intensity > 0:
-        out.mul_(rand(*x.shape).ge_(hp.dropout_intensity)).div_(1 - hp.dropout_intensity)
+        q = hp.dropout_intensity
+        out.mul_(keep_mask(x.shape, q, generator, x.device)).mul_(32768 / (32768 - quantise(q)))
     return out.clamp_min_(0)
 
 

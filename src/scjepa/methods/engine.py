@@ -45,6 +45,34 @@ RESUMABLE_CHANGES = {"max_epochs", "max_steps", "log_every", "val_every", "check
                      "progress", "val_max_cells", "infer_batch_size"}
 
 
+def use_caching_malloc() -> bool:
+    """Keep freed CPU memory in the process instead of returning it to the OS (glibc only).
+
+    PyTorch's CPU allocator has no cache: every large tensor is a fresh mmap whose pages fault in on
+    first touch, each step anew; on CPU that costs a sizeable fraction of a training step. Disabling
+    mmap for malloc (M_MMAP_MAX = 0) and trimming (M_TRIM_THRESHOLD) lets the heap reuse the pages; the
+    price is that the process keeps its peak memory. Called by ``pretrain`` and the benchmark; a no-op
+    (False) where glibc is not present.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+        return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**30))
+    except (OSError, AttributeError):
+        return False
+
+
+def make_optimizer(module: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW, fused (one vectorised pass over all parameters) where this torch supports it."""
+    try:
+        return torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -192,7 +220,7 @@ def train(
     module.to(device).train()
     gen = torch.Generator(device=device)
     gen.manual_seed(hp.seed)
-    opt = torch.optim.AdamW(module.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+    opt = make_optimizer(module, hp.lr, hp.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=hp.lr_step_epochs, gamma=hp.lr_gamma)
     curve = _Curve(module.loss_terms)
     val = ValKNN.from_any(val, k=hp.knn_k, max_cells=hp.val_max_cells)
@@ -302,10 +330,10 @@ def train(
                 break
             if st["batch_in_epoch"] == 0:
                 raise InputError("the training loader yielded no batches")
+            log_row(True)  # the epoch's last row: its epoch and lr, val at the epoch end
             sched.step()
             st["epoch"] += 1
             st["batch_in_epoch"] = 0
-            log_row(True)
             save_checkpoint()
         log_row(True)
         save_checkpoint()

@@ -139,6 +139,22 @@ class HarmonyMethod:
             "Harmony is transductive: it corrects the dataset it is fitted on; use fit_transform per dataset"
         )
 
+    @classmethod
+    def load(cls, out_dir, adata=None, *, path=None) -> "HarmonyMethod":
+        """The configured method from ``hparams.json``; with ``adata`` it is refitted on it (Harmony keeps
+        no state that applies to other data, so ``transform`` stays unavailable)."""
+        hp_path = Path(out_dir) / "hparams.json"
+        if not hp_path.exists():
+            raise InputError("hparams.json is missing; not a saved Harmony directory", path=out_dir)
+        hp = json.loads(hp_path.read_text())
+        if hp.get("family") != "harmony":
+            raise InputError(f"family is {hp.get('family')!r}, not 'harmony'", path=hp_path, key="family")
+        names = {f.name for f in dataclasses.fields(cls)}
+        obj = cls(**{k: v for k, v in hp.items() if k in names})
+        if adata is not None:
+            obj.fit_transform(adata, path=path)
+        return obj
+
     def save(self, out_dir, *, method: str | None = None) -> None:
         """Model directory: ``hparams.json`` (family 'harmony') and ``curve.csv`` (Harmony objective per
         iteration). There is nothing else to reload: Harmony is refitted per dataset."""

@@ -15,7 +15,7 @@ from torch import nn
 
 from scjepa.errors import InputError
 from scjepa.methods.base import TorchMethod, TrainHParams, encoder_kwargs
-from scjepa.models.mlp import Decoder, Encoder
+from scjepa.models.mlp import Decoder, Encoder, keep_mask, quantise
 
 
 @dataclass
@@ -40,12 +40,12 @@ class MAEModule(nn.Module):
 
     def training_step(self, batch: dict, generator=None) -> dict[str, torch.Tensor]:
         x, p = batch["x"], self.hp.mask_rate
-        masked = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype).lt_(p)  # 1 = masked
-        x_in = x * (1 - masked)
+        keep = keep_mask(x.shape, p, generator, x.device)
+        x_in = x * keep
         if self.hp.rescale_masked:
-            x_in.div_(1 - p)
-        err = (self.decoder(self.encoder(x_in)).float() - x.float()).square().mul_(masked)
-        return {"loss": err.sum() / masked.sum().clamp_min(1)}
+            x_in.mul_(32768 / (32768 - quantise(p)))
+        err = (self.decoder(self.encoder(x_in)).float() - x.float()).square().masked_fill_(keep, 0.0)
+        return {"loss": err.sum() / (keep.numel() - keep.sum()).clamp_min(1)}
 
 
 class MAE(TorchMethod):

@@ -12,9 +12,12 @@ call ((G + V)·N, D). With e = h(z) (the projection head, or z when ``projection
     L_recon  = mean_g MSE(x, x̂^(g)) + mean_v MSE(x, x̂^(v))   every view reconstructs the UNMASKED x (eq. 8)
     L        = (1 − λ) L_sim + λ L_SIGReg + γ L_recon          (eq. 9; ``lejepa=False``: L = γ L_recon)
 
-``sim_reduction="sum"`` is the squared norm of eq. 4 (sum over embedding dims; "mean" = LeJEPA's code);
-``recon_reduction="mean"`` averages over genes (MSE; "sum" = squared norm over genes, which at D = 19,331
-outweighs every other term by orders of magnitude). Evaluations embed with the encoder output z.
+Reductions (our choice; config values): ``sim_reduction="mean"`` averages the squared difference over
+the embedding dims as LeJEPA's code does, which is where its default λ = 0.05 was calibrated ("sum" =
+the literal ‖·‖² of eq. 4, K times larger, which makes λ effectively K times smaller: on test data the
+head collapsed towards a constant and SIGReg stopped decreasing). ``recon_reduction="mean"`` averages over
+genes (MSE; "sum" = squared norm over genes, which at D = 19,331 outweighs every other term by orders of
+magnitude). Evaluations embed with the encoder output z.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from torch import nn
 
 from scjepa.errors import InputError
 from scjepa.methods.base import TorchMethod, TrainHParams, encoder_kwargs
-from scjepa.models.mlp import Decoder, Encoder, mlp
+from scjepa.models.mlp import Decoder, Encoder, keep_mask, mlp, quantise
 from scjepa.models.sigreg import QUADRATURES, WINDOWS, SIGReg
 
 
@@ -48,7 +51,7 @@ class ScJEPAHParams(TrainHParams):
     sigreg_t_max: float = 5.0
     sigreg_window: str = "paper"  # "paper" w = exp(-t²) | "lejepa" w = exp(-t²/2)
     sigreg_quadrature: str = "full"  # "full" [-t_max, t_max] | "half" [0, t_max] with n_points knots
-    sim_reduction: str = "sum"
+    sim_reduction: str = "mean"
     recon_reduction: str = "mean"
 
     def __post_init__(self):
@@ -78,15 +81,14 @@ def masked_views(x: torch.Tensor, rates: torch.Tensor, generator=None, rescale: 
                  out: torch.Tensor | None = None) -> torch.Tensor:
     """x (N, D), rates (W,) -> (W, N, D): view w = x ⊙ m_w, m_w ~ Bernoulli(1 − rates[w]).
 
-    One random draw for all views, written in place (into ``out`` when given).
+    One random draw for all views (``keep_mask``), written into ``out`` when given.
     """
     W = rates.shape[0]
-    v = torch.rand((W, *x.shape), generator=generator, device=x.device, dtype=x.dtype, out=out)
-    keep = rates.to(x.dtype).view(W, 1, 1)
-    v.ge_(keep)  # 1 where kept (u ≥ p), 0 where masked
+    keep = keep_mask((W, *x.shape), rates.view(W, 1, 1), generator, x.device)
+    v = torch.mul(keep, x, out=out)
     if rescale:
-        v.div_(1 - keep)
-    return v.mul_(x)
+        v.mul_(32768 / (32768 - quantise(rates.view(W, 1, 1)).to(x.dtype)))
+    return v
 
 
 class ScJEPAModule(nn.Module):
@@ -138,13 +140,29 @@ class ScJEPAModule(nn.Module):
         return out
 
 
+class _SquaredError(torch.autograd.Function):
+    """Σ_{n,d} (x̂ − x)² per view, in three passes over (W, N, D) instead of autograd's six."""
+
+    @staticmethod
+    def forward(ctx, xhat, x):
+        diff = xhat.float() - x.float()  # (W, N, D); x broadcasts over the views
+        ctx.save_for_backward(diff)
+        ctx.dtype = xhat.dtype
+        return torch.linalg.vector_norm(diff.flatten(1), dim=1).square()
+
+    @staticmethod
+    def backward(ctx, g):
+        (diff,) = ctx.saved_tensors
+        return diff.mul((2 * g).view(-1, 1, 1)).to(ctx.dtype), None
+
+
 def recon_error(xhat: torch.Tensor, x: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Per-view reconstruction error of the unmasked x: xhat (W, N, D), x (N, D) -> (W,).
 
     "mean": MSE over cells and genes; "sum": mean over cells of ‖x − x̂‖² (sum over genes).
     """
-    se = (xhat.float() - x.float()).square().sum(-1).mean(-1)
-    return se / x.shape[-1] if reduction == "mean" else se
+    se = _SquaredError.apply(xhat, x)
+    return se / x.numel() if reduction == "mean" else se / x.shape[0]
 
 
 class ScJEPA(TorchMethod):

@@ -51,7 +51,10 @@ from scjepa.io import atomic_path, read_h5ad, write_h5ad
 log = logging.getLogger(__name__)
 
 FAMILIES = ("scvi", "harmony")
-_META_KEYS = ("family", "method", "n_genes", "gene_ids_file")
+_META_KEYS = (
+    "family", "method", "n_genes", "gene_ids_file",  # model-directory metadata (docs/CONTRACTS.md)
+    "batches", "kl_warmup_epochs_effective", "n_pcs_effective",  # written by save()
+)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -322,10 +325,19 @@ class SCVIMethod:
         return df.reset_index()
 
     @classmethod
-    def load(cls, out_dir, adata, *, path=None) -> "SCVIMethod":
+    def load(cls, out_dir, adata=None, *, path=None) -> "SCVIMethod":
         """Load a saved model for ``adata`` (the processed dataset it was trained on, or one with the
-        same genes and batches)."""
+        same genes and batches). ``adata`` is required: scVI is transductive and the model directory
+        does not store the data (``scjepa.methods.load_model(dir)`` therefore raises an InputError for
+        scVI; the workflow uses :func:`embed_dataset`)."""
         import scvi
+
+        if adata is None:
+            raise InputError(
+                "a saved scVI model needs the AnnData it was trained on (SCVIMethod.load(dir, adata)); "
+                "scVI is fitted per dataset, use embed_dataset",
+                path=out_dir,
+            )
 
         _quiet_logging()
         out_dir = Path(out_dir)
@@ -373,6 +385,7 @@ def embed_dataset(
     out_h5ad: str | os.PathLike,
     model_dir: str | os.PathLike | None = None,
     seed: int = 0,
+    num_threads: int | None = None,
 ) -> np.ndarray:
     """Fit ``family`` on the processed dataset ``data_h5ad`` and write its embedding to ``out_h5ad``.
 
@@ -380,9 +393,17 @@ def embed_dataset(
     order and index), ``obsm["X_emb"]`` float32 and finite, ``uns["method"]`` (the method name:
     ``hparams["method"]`` or the family), plus ``uns["method_config"]`` (JSON of family, seed and
     hyper-parameters). Written atomically; with ``model_dir`` the fitted model is saved there too.
-    ``seed`` overrides any ``seed`` in ``hparams``. Returns the embedding.
+    ``seed`` overrides any ``seed`` in ``hparams``. ``num_threads`` (e.g. Snakemake's ``threads``) sets
+    torch's intra-op thread count for this process; on a CPU shared with other jobs, torch's default
+    (all cores) oversubscribes and was ~4x slower per scVI epoch than one thread in our measurement.
+    Returns the embedding.
     """
     import anndata as ad
+
+    if num_threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, int(num_threads)))
 
     method = make_method(family, hparams, seed=seed)
     adata = read_h5ad(data_h5ad)

@@ -6,6 +6,7 @@ The decoder mirrors it. Shapes: input (N, D) log1p-normalised expression, output
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -13,6 +14,32 @@ from torch import nn
 
 DEFAULT_HIDDEN: tuple[int, ...] = (512, 512, 256, 256)
 DEFAULT_LATENT = 64
+
+
+def keep_mask(shape, p, generator=None, device=None) -> torch.Tensor:
+    """Boolean mask, True with probability 1 − p (p quantised to 1/32768; p: float or a tensor
+    broadcastable to ``shape``). Drawn as 15-bit integers from one ``random_`` call, several times
+    faster on CPU than ``bernoulli_`` or ``rand`` + compare.
+    """
+    n = math.prod(shape)
+    bits = torch.empty((n + 1) // 2, dtype=torch.int32, device=device).random_(generator=generator)
+    u = bits.view(torch.int16)[:n].view(shape).bitwise_and_(0x7FFF)  # uniform on [0, 32768)
+    return u >= quantise(p)
+
+
+def quantise(p):
+    """The threshold of ``keep_mask`` for rate p: P(drop) = quantise(p) / 32768."""
+    return (p * 32768).round().to(torch.int16) if torch.is_tensor(p) else int(round(p * 32768))
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout with ``keep_mask`` on CPU (``bernoulli_`` dominated small CPU steps); F.dropout on GPU."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or x.device.type != "cpu":
+            return super().forward(x)
+        thr = quantise(self.p)
+        return x * keep_mask(x.shape, self.p, device=x.device).to(x.dtype).mul_(32768 / (32768 - thr))
 
 
 def mlp(dims: Sequence[int], dropout: float = 0.0, last_activation: bool = False) -> nn.Sequential:
@@ -24,7 +51,7 @@ def mlp(dims: Sequence[int], dropout: float = 0.0, last_activation: bool = False
         if not is_last or last_activation:
             layers.append(nn.SELU())
             if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+                layers.append(Dropout(dropout))
     return nn.Sequential(*layers)
 
 

@@ -51,11 +51,45 @@ def sample_directions(dim: int, n_directions: int, generator=None, device=None) 
     return a / a.norm(dim=0, keepdim=True).clamp_min(1e-6)
 
 
+class _ECF(torch.autograd.Function):
+    """Empirical CF at t_k = k·h, k < T: proj (..., N, M) -> mean cos, mean sin, each (T, ..., M).
+
+    cos(kθ), sin(kθ) come from the Chebyshev recurrence f_k = 2 cos θ · f_{k−1} − f_{k−2} (two trig
+    calls instead of 2T) and are kept for the backward pass, d/dp e^{itp} = it e^{itp}.
+    """
+
+    @staticmethod
+    def forward(ctx, proj, h: float, T: int):
+        c = proj.new_empty((T, *proj.shape))
+        s = torch.empty_like(c)
+        c[0], s[0] = 1.0, 0.0
+        torch.cos(proj * h, out=c[1])
+        torch.sin(proj * h, out=s[1])
+        two_cos = 2 * c[1]
+        for k in range(2, T):
+            torch.mul(two_cos, c[k - 1], out=c[k]).sub_(c[k - 2])
+            torch.mul(two_cos, s[k - 1], out=s[k]).sub_(s[k - 2])
+        ctx.save_for_backward(c, s)
+        ctx.h = h
+        return c.mean(-2), s.mean(-2)
+
+    @staticmethod
+    def backward(ctx, g_cos, g_sin):
+        c, s = ctx.saved_tensors
+        scale = ctx.h / c.shape[-2]
+        grad = torch.zeros_like(c[0])
+        for k in range(1, c.shape[0]):  # Σ_k t_k (cos_k · g_sin_k − sin_k · g_cos_k) / N
+            grad.addcmul_(c[k], (k * scale * g_sin[k]).unsqueeze(-2))
+            grad.addcmul_(s[k], (-k * scale * g_cos[k]).unsqueeze(-2))
+        return grad, None, None
+
+
 def epps_pulley(proj: torch.Tensor, t: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """proj (..., N, M) -> T per direction (..., M)."""
-    xt = proj.unsqueeze(-1) * t  # (..., N, M, T)
-    err = (xt.cos().mean(-3) - torch.exp(-0.5 * t**2)).square() + xt.sin().mean(-3).square()
-    return proj.shape[-2] * (err @ weights)
+    """proj (..., N, M) -> T per direction (..., M); t must be the equispaced knots k·h from 0."""
+    cos_m, sin_m = _ECF.apply(proj, float(t[1] - t[0]), t.shape[0])
+    shape = (-1,) + (1,) * (cos_m.dim() - 1)
+    err = (cos_m - torch.exp(-0.5 * t**2).view(shape)).square() + sin_m.square()  # (T, ..., M)
+    return proj.shape[-2] * torch.tensordot(weights.to(err.dtype), err, dims=1)
 
 
 class SIGReg(nn.Module):

@@ -13,7 +13,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -22,6 +22,10 @@ from scjepa.io import read_h5ad, write_json
 
 EMBEDDING_KEY = "X_emb"
 STATUSES = ("ok", "n/a", "failed")
+
+
+class NotApplicableError(Exception):
+    """The method cannot serve this task (e.g. PCA has no torch encoder to fine-tune)."""
 
 
 # --------------------------------------------------------------------------- embeddings
@@ -110,58 +114,6 @@ def labels_of(obs, label_key: str, *, path=None) -> np.ndarray:
     if col.isna().any():
         raise InputError(f"{int(col.isna().sum())} cells have no label", path=path, column=label_key)
     return np.asarray(col.astype(str))
-
-
-# --------------------------------------------------------------------------- gene alignment
-
-
-def align_genes(X, var_names: Sequence[str], genes: Sequence[str], *, source=None, min_coverage: float = 0.5):
-    """Reorder the columns of ``X`` (N, len(var_names)) to ``genes``; genes ``X`` lacks are zero.
-
-    Processed datasets are already in the corpus gene space, so this is usually the identity (no
-    copy). Returns ``(X_aligned CSR or the input, coverage)`` where coverage is the fraction of
-    ``genes`` present in ``var_names``. Coverage below ``min_coverage`` raises an InputError
-    naming ``source`` (the file).
-    """
-    import scipy.sparse as sp
-
-    var_names = np.asarray(var_names).astype(str)
-    genes = np.asarray(genes).astype(str)
-    if len(set(var_names)) != len(var_names):
-        raise InputError("duplicate gene ids in var_names", path=source)
-    if np.array_equal(var_names, genes):
-        return X, 1.0
-    pos = {g: i for i, g in enumerate(var_names)}
-    src = np.array([pos.get(g, -1) for g in genes])
-    present = src >= 0
-    coverage = float(present.mean()) if len(genes) else 0.0
-    if coverage < min_coverage:
-        raise InputError(
-            f"covers {coverage:.1%} of the model's {len(genes)} genes (minimum {min_coverage:.0%}); "
-            "is it in the same gene space (gene ids) as the pretraining corpus?",
-            path=source,
-        )
-    X = sp.csr_matrix(X)
-    # An appended all-zero column stands in for every gene the dataset lacks.
-    Xz = sp.hstack([X, sp.csr_matrix((X.shape[0], 1), dtype=X.dtype)], format="csc")
-    out = Xz[:, np.where(present, src, X.shape[1])]
-    return sp.csr_matrix(out, dtype=np.float32), coverage
-
-
-def read_genes(model_dir: str | os.PathLike) -> list[str]:
-    """The gene ids a model was trained on (``genes.txt``, or the file hparams.json names)."""
-    model_dir = Path(model_dir)
-    name = "genes.txt"
-    hp = model_dir / "hparams.json"
-    if hp.exists():
-        name = json.loads(hp.read_text()).get("gene_ids_file", name)
-    path = model_dir / name
-    if not path.exists():
-        raise InputError("does not exist (the model's gene list)", path=path)
-    genes = [g.strip() for g in path.read_text().splitlines() if g.strip()]
-    if not genes:
-        raise InputError("is empty (the model's gene list)", path=path)
-    return genes
 
 
 # --------------------------------------------------------------------------- score records
@@ -255,10 +207,57 @@ def setup_script_logging(snakemake) -> None:
 
 
 def smk_get(namespace, name: str, default: Any = None) -> Any:
-    """``snakemake.params.name`` etc. with a default (Snakemake's Namedlist has no .get on old versions)."""
+    """``snakemake.params.<name>`` (or input/output/wildcards) with a default when absent or None."""
     try:
         value = getattr(namespace, name)
     except AttributeError:
         return default
-    # A Namedlist attribute lookup of an absent name can also return an empty list-like.
     return default if value is None else value
+
+
+def smk_identity(snakemake) -> tuple[str, str, int | None]:
+    """(method, dataset, seed) of a score rule: from params, else from wildcards; seed may be None."""
+    params, wc = snakemake.params, getattr(snakemake, "wildcards", None)
+    method = smk_get(params, "method", smk_get(wc, "method"))
+    dataset = smk_get(params, "dataset", smk_get(wc, "dataset"))
+    seed = smk_get(params, "seed", smk_get(wc, "seed"))
+    if method is None or dataset is None:
+        raise InputError("the rule must give 'method' and 'dataset' as params or wildcards", key="params")
+    return str(method), str(dataset), None if seed is None else int(seed)
+
+
+def run_score_script(
+    snakemake,
+    task: str,
+    compute: Callable[[str, str, int | None], tuple[Mapping[str, float], Mapping[str, Any]]],
+    *,
+    seed_in_record: bool = True,
+) -> dict:
+    """The body every score script shares: identity, logging, compute, one record, atomic write.
+
+    ``compute(method, dataset, seed) -> (metrics, config)``. A NotApplicableError writes a record
+    with status "n/a". Any other error propagates (the job fails, Snakemake removes nothing
+    half-written because nothing was written) unless ``params.record_failures`` is true, in which
+    case a "failed" record carrying the error message is written and the job succeeds.
+    """
+    import logging
+
+    setup_script_logging(snakemake)
+    log = logging.getLogger(f"scjepa.scripts.{task}")
+    method, dataset, seed = smk_identity(snakemake)
+    rec_seed = seed if seed_in_record else None
+    try:
+        metrics, config = compute(method, dataset, seed)
+        record = score_record(task, method, dataset, metrics, seed=rec_seed, config=config)
+    except NotApplicableError as exc:
+        log.info("%s/%s/%s is n/a: %s", task, method, dataset, exc)
+        record = score_record(task, method, dataset, seed=rec_seed, status="n/a", config={"reason": str(exc)})
+    except Exception as exc:
+        if not smk_get(snakemake.params, "record_failures", False):
+            raise
+        log.exception("%s/%s/%s failed; writing a 'failed' record", task, method, dataset)
+        record = score_record(
+            task, method, dataset, seed=rec_seed, status="failed", config={"error": f"{type(exc).__name__}: {exc}"}
+        )
+    write_score(record, snakemake.output.score)
+    return record

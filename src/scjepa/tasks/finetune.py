@@ -26,16 +26,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from scjepa.errors import InputError
-from scjepa.tasks.common import align_genes, labels_of, read_genes, select_device
+from scjepa.tasks.common import NotApplicableError, labels_of, select_device
 from scjepa.tasks.knn import label_overlap_counts, score_annotation
 
 log = logging.getLogger(__name__)
 
 INITS = ("pretrained", "random")
-
-
-class NotApplicableError(Exception):
-    """The method cannot serve this task (e.g. PCA has no torch encoder to fine-tune)."""
 
 
 @dataclass
@@ -198,7 +194,7 @@ def finetune(
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
             n_seen += len(idx)
         sched.step()
         val_pred = classes[predict_codes(model, X_va, batch_size=cfg.eval_batch_size, device=device)]
@@ -269,6 +265,8 @@ def finetune_dataset(
     if init not in INITS:
         raise InputError(f"init must be one of {INITS}, got {init!r}", key="init")
     if encoder is None and model_dir is not None:
+        from scjepa.methods.base import read_genes
+
         encoder = load_pretrained_encoder(model_dir)
         genes = read_genes(model_dir) if genes is None else genes
     elif encoder is None:
@@ -277,11 +275,19 @@ def finetune_dataset(
         from scjepa.models.mlp import Encoder
 
         encoder = Encoder(n_genes=adata.n_vars)
-    if genes is None:
+    if genes is None:  # a model without genes.txt: its input must already be the dataset's genes
+        n_in = getattr(encoder, "n_genes", adata.n_vars)
+        if n_in != adata.n_vars:
+            raise InputError(
+                f"the encoder takes {n_in} genes, the dataset has {adata.n_vars}, and the model has no "
+                "genes.txt to align them", path=path
+            )
         genes = list(map(str, adata.var_names))
     if init == "random":
         reinitialise(encoder, seed)
-    X, coverage = align_genes(adata.X, adata.var_names, genes, source=path, min_coverage=cfg.min_gene_coverage)
+    from scjepa.methods import align_genes  # the one gene aligner (also used by embedding)
+
+    X, coverage = align_genes(adata.X, adata.var_names, genes, min_overlap=cfg.min_gene_coverage, what=str(path or "dataset"))
     labels = labels_of(adata.obs, label_key, path=path)
     if split_key not in adata.obs:
         raise InputError(f"obs has no split column '{split_key}'", path=path, column=split_key)

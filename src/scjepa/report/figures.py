@@ -1,0 +1,334 @@
+"""Paper figures 2-4 (PNG + PDF), drawn on pyplot-free matplotlib ``Figure`` objects (Agg).
+
+- :func:`fig2_integration`: scIB bio-conservation / batch-correction / total per method, one box
+  (and its runs as points) per method; a method without results is labelled ``n/a``/``failed``.
+- :func:`fig3_spatial`: the tissue (x/y) coloured by the true and by the predicted cell type of the
+  best method, and a bar chart of macro-F1 per method (within-dataset kNN, fine-tune, transfer).
+- :func:`fig4_training_dynamics`: each loss term and the val kNN macro-F1 against training steps,
+  one line per method, from each model directory's ``curve.csv``.
+
+PDFs and PNGs are written without creation dates, so the same inputs give the same bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from scjepa.errors import InputError
+from scjepa.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+STYLE = {
+    "font.size": 8,
+    "axes.titlesize": 9,
+    "axes.labelsize": 8,
+    "legend.fontsize": 7,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "pdf.fonttype": 42,  # TrueType: editable text in vector editors
+    "svg.fonttype": "none",
+}
+AGGREGATE_METRICS = (("bio_conservation", "Bio conservation"), ("batch_correction", "Batch correction"), ("total", "Total"))
+
+
+def _figure(w: float, h: float):
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+
+    return Figure(figsize=(w, h), layout="constrained")
+
+
+def _method_colors(methods: Sequence[str]) -> dict[str, tuple]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if len(methods) <= 10 else "tab20"]
+    return {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
+
+
+def save_figure(fig, *, png=None, pdf=None, dpi: int = 300) -> None:
+    """Write the figure atomically as PNG and/or PDF (no timestamps in the metadata)."""
+    import matplotlib
+
+    with matplotlib.rc_context(STYLE):
+        if png:
+            with atomic_path(png) as tmp:
+                fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
+        if pdf:
+            with atomic_path(pdf) as tmp:
+                fig.savefig(tmp, format="pdf", metadata={"CreationDate": None, "ModDate": None, "Producer": None})
+
+
+def _status_of(records: list[Mapping]) -> str:
+    if not records:
+        return "failed"
+    if any(r["status"] == "n/a" for r in records):
+        return "n/a"
+    return "failed"
+
+
+# --------------------------------------------------------------------------- Fig. 2
+
+
+def fig2_integration(
+    records: Iterable[Mapping],
+    methods: Sequence[str],
+    *,
+    datasets: Sequence[str] | None = None,
+    task: str = "integration",
+    row_labels: Mapping[str, str] | None = None,
+    png=None,
+    pdf=None,
+):
+    """Boxplots of scIB aggregate scores over runs: columns = bio / batch / total, rows = datasets."""
+    import matplotlib
+
+    recs = [r for r in records if r["task"] == task]
+    if datasets is None:
+        datasets = sorted({r["dataset"] for r in recs})
+    if not datasets:
+        raise ValueError("no integration records and no datasets given")
+    colors = _method_colors(methods)
+    labels = [str((row_labels or {}).get(m, m)) for m in methods]
+    with matplotlib.rc_context(STYLE):
+        fig = _figure(2.4 * len(AGGREGATE_METRICS) + 0.4, 2.3 * len(datasets) + 0.3)
+        axes = fig.subplots(len(datasets), len(AGGREGATE_METRICS), squeeze=False)
+        rng = np.random.default_rng(0)  # jitter only
+        for i, ds in enumerate(datasets):
+            for j, (metric, title) in enumerate(AGGREGATE_METRICS):
+                ax = axes[i][j]
+                for x, m in enumerate(methods):
+                    mrecs = [r for r in recs if r["method"] == m and r["dataset"] == ds]
+                    vals = [float(r["metrics"][metric]) for r in mrecs if r["status"] == "ok" and metric in r["metrics"]]
+                    if not vals:
+                        ax.text(x, 0.5, _status_of(mrecs), ha="center", va="center", rotation=90, color="0.4",
+                                transform=ax.get_xaxis_transform())  # fmt: skip
+                        continue
+                    ax.boxplot([vals], positions=[x], widths=0.6, patch_artist=True, showfliers=False,
+                               boxprops={"facecolor": colors[m], "alpha": 0.5}, medianprops={"color": "k"})  # fmt: skip
+                    ax.scatter(x + rng.uniform(-0.15, 0.15, len(vals)), vals, s=8, color=colors[m], zorder=3,
+                               edgecolor="k", linewidth=0.3)  # fmt: skip
+                ax.set_xticks(range(len(methods)), labels, rotation=45, ha="right")
+                ax.set_xlim(-0.6, len(methods) - 0.4)
+                ax.set_title(title if len(datasets) == 1 else f"{ds}: {title}")
+                if j == 0:
+                    ax.set_ylabel("score" if len(datasets) == 1 else f"{ds}\nscore")
+                ax.grid(axis="y", linewidth=0.3, alpha=0.5)
+    save_figure(fig, png=png, pdf=pdf)
+    return fig
+
+
+# --------------------------------------------------------------------------- Fig. 3
+
+
+def _type_colors(types: Sequence[str]) -> dict[str, tuple]:
+    from matplotlib import colormaps
+
+    types = sorted(set(types))
+    if len(types) <= 10:
+        cmap, n = colormaps["tab10"], 10
+    elif len(types) <= 20:
+        cmap, n = colormaps["tab20"], 20
+    else:
+        cmap, n = colormaps["gist_ncar"], len(types) + 1
+    return {t: cmap(i / n if n > 20 else i) for i, t in enumerate(types)}
+
+
+def fig3_spatial(
+    records: Iterable[Mapping],
+    predictions: Mapping[str, str | os.PathLike | pd.DataFrame],
+    methods: Sequence[str],
+    *,
+    dataset: str,
+    select_metric: str = "transfer_macro_f1",
+    pred_column: str | None = None,
+    finetune_task: str = "finetune",
+    row_labels: Mapping[str, str] | None = None,
+    png=None,
+    pdf=None,
+):
+    """Tissue coloured by true vs predicted type (best method by ``select_metric``) + F1 bars per method.
+
+    ``records``: score records (task "spatial" for ``dataset``; fine-tune records of the dataset
+    are added to the bars where present). ``predictions``: method -> predictions CSV (or
+    DataFrame) written by :func:`scjepa.tasks.spatial.write_predictions`. ``pred_column``
+    defaults to ``pred_transfer`` when ``select_metric`` is a transfer metric, else ``pred_knn``.
+    """
+    import matplotlib
+
+    from scjepa.tasks.spatial import read_predictions
+
+    records = list(records)
+    spatial = {r["method"]: r for r in records if r["task"] == "spatial" and r["dataset"] == dataset and r["status"] == "ok"}
+    if pred_column is None:
+        pred_column = "pred_transfer" if select_metric.startswith("transfer") else "pred_knn"
+    def available(m):
+        src = predictions.get(m)
+        return isinstance(src, pd.DataFrame) or (src is not None and Path(src).exists())
+
+    scored = [
+        (spatial[m]["metrics"][select_metric], m)
+        for m in methods
+        if m in spatial and select_metric in spatial[m]["metrics"] and available(m)
+    ]
+    best = max(scored)[1] if scored else None
+    labels = {m: str((row_labels or {}).get(m, m)) for m in methods}
+    with matplotlib.rc_context(STYLE):
+        fig = _figure(10.0, 3.4)
+        gs = fig.add_gridspec(1, 3, width_ratios=[1, 1, 1.25])
+        ax_true, ax_pred, ax_bar = fig.add_subplot(gs[0]), fig.add_subplot(gs[1]), fig.add_subplot(gs[2])
+        if best is not None and best in predictions:
+            df = predictions[best]
+            df = df if isinstance(df, pd.DataFrame) else read_predictions(df)
+            show = df[df[pred_column].astype(str) != ""] if pred_column in df else df.iloc[:0]
+            colors = _type_colors(list(show["cell_type"]) + list(show[pred_column]))
+            size = float(np.clip(2000.0 / max(len(show), 1), 0.5, 12))
+            has_xy = show[["x", "y"]].notna().all(axis=1).any() if len(show) else False
+            for ax, col, title in ((ax_true, "cell_type", "true cell type"),
+                                   (ax_pred, pred_column, f"predicted ({labels[best]})")):  # fmt: skip
+                if has_xy:
+                    ax.scatter(show["x"], show["y"], c=[colors[t] for t in show[col]], s=size, linewidths=0, rasterized=True)
+                    ax.set_aspect("equal", adjustable="datalim")
+                else:
+                    ax.text(0.5, 0.5, "no x/y coordinates", ha="center", va="center", transform=ax.transAxes)
+                ax.set_title(title)
+                ax.set_xticks([]), ax.set_yticks([])
+            acc = float((show["cell_type"] == show[pred_column]).mean()) if len(show) else math.nan
+            ax_pred.set_xlabel(f"{pred_column}: accuracy {acc:.2f}")
+            from matplotlib.lines import Line2D
+
+            handles = [Line2D([], [], marker="o", linestyle="", color=colors[t], label=t, markersize=4) for t in sorted(colors)]
+            ax_true.legend(handles=handles, loc="upper left", bbox_to_anchor=(0, -0.02), ncol=min(4, len(handles)),
+                           frameon=False, fontsize=6)  # fmt: skip
+        else:
+            for ax in (ax_true, ax_pred):
+                ax.text(0.5, 0.5, "no predictions", ha="center", va="center", transform=ax.transAxes)
+                ax.set_xticks([]), ax.set_yticks([])
+        _spatial_bars(ax_bar, records, methods, labels, dataset, finetune_task)
+    save_figure(fig, png=png, pdf=pdf)
+    return fig
+
+
+def _spatial_bars(ax, records, methods, labels, dataset, finetune_task) -> None:
+    groups = [("spatial", "knn_macro_f1", "kNN (within)"), (finetune_task, "macro_f1", "fine-tune"),
+              ("spatial", "transfer_macro_f1", "transfer")]  # fmt: skip
+    present = [g for g in groups if any(r["task"] == g[0] and r["dataset"] == dataset and g[1] in r["metrics"] for r in records)]
+    present = present or groups[:1]
+    width = 0.8 / len(present)
+    from matplotlib import colormaps
+
+    cmap = colormaps["Set2"]
+    for gi, (task, metric, name) in enumerate(present):
+        for x, m in enumerate(methods):
+            recs = [r for r in records if r["task"] == task and r["method"] == m and r["dataset"] == dataset]
+            vals = [float(r["metrics"][metric]) for r in recs if r["status"] == "ok" and metric in r["metrics"]]
+            pos = x - 0.4 + width * (gi + 0.5)
+            if vals:
+                sd = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+                ax.bar(pos, float(np.mean(vals)), width, yerr=sd or None, color=cmap(gi), edgecolor="k", linewidth=0.3,
+                       label=name if x == 0 else None, capsize=1.5)  # fmt: skip
+            else:
+                ax.text(pos, 0.02, _status_of(recs), rotation=90, ha="center", va="bottom", fontsize=6, color="0.4")
+                if x == 0:
+                    ax.bar(pos, 0, width, color=cmap(gi), label=name)
+    ax.set_xticks(range(len(methods)), [labels[m] for m in methods], rotation=45, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("macro-F1")
+    ax.set_title("annotation per method")
+    ax.legend(frameon=False, loc="upper right")
+    ax.grid(axis="y", linewidth=0.3, alpha=0.5)
+
+
+# --------------------------------------------------------------------------- Fig. 4
+
+CURVE_FIXED = ("step", "epoch", "val_knn_macro_f1")
+
+
+def read_curve(path: str | os.PathLike) -> pd.DataFrame:
+    """A model's ``curve.csv`` (or a model directory holding one); blank cells are NaN."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "curve.csv"
+    if not path.exists():
+        raise InputError("does not exist (training curve)", path=path)
+    df = pd.read_csv(path)
+    if "step" not in df.columns:
+        raise InputError("has no 'step' column", path=path, column="step")
+    return df
+
+
+def fig4_training_dynamics(
+    curves: Mapping[str, str | os.PathLike | pd.DataFrame],
+    *,
+    row_labels: Mapping[str, str] | None = None,
+    png=None,
+    pdf=None,
+):
+    """One panel per loss column (``loss`` first, then every term in order of appearance) and one
+    for ``val_knn_macro_f1``; x = step; one line per method. A method whose curve is missing is
+    named in the figure's footnote rather than silently left out."""
+    import matplotlib
+
+    methods = list(curves)
+    colors = _method_colors(methods)
+    data: dict[str, pd.DataFrame] = {}
+    missing = []
+    for m, src in curves.items():
+        try:
+            data[m] = src if isinstance(src, pd.DataFrame) else read_curve(src)
+        except InputError as exc:
+            log.warning("%s", exc)
+            missing.append(m)
+    terms: list[str] = []
+    for df in data.values():
+        for c in df.columns:
+            if c not in CURVE_FIXED and c not in terms and pd.api.types.is_numeric_dtype(df[c]):
+                terms.append(c)
+    if "loss" in terms:
+        terms.remove("loss")
+        terms.insert(0, "loss")
+    panels = terms + ["val_knn_macro_f1"]
+    nrows = math.ceil(len(panels) / 4)
+    ncols = math.ceil(len(panels) / nrows)
+    with matplotlib.rc_context(STYLE):
+        fig = _figure(2.5 * ncols + 0.3, 2.1 * nrows + 0.4)
+        axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+        for ax, col in zip(axes, panels):
+            positive = True
+            for m, df in data.items():
+                if col not in df:
+                    continue
+                d = df[["step", col]].dropna()
+                if d.empty:
+                    continue
+                positive &= bool((d[col] > 0).all())
+                ax.plot(d["step"], d[col], color=colors[m], linewidth=1.0,
+                        marker="o" if col == "val_knn_macro_f1" else None, markersize=2.5,
+                        label=str((row_labels or {}).get(m, m)))  # fmt: skip
+            if positive and col != "val_knn_macro_f1" and ax.lines:
+                ax.set_yscale("log")
+            ax.set_title("val kNN macro-F1" if col == "val_knn_macro_f1" else col)
+            ax.set_xlabel("step")
+            ax.grid(linewidth=0.3, alpha=0.5)
+        for ax in axes[len(panels) :]:
+            ax.set_visible(False)
+        handles, labels = [], []
+        for ax in axes[: len(panels)]:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                if lab not in labels:
+                    handles.append(h)
+                    labels.append(lab)
+        if handles:
+            fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 6), frameon=False)
+        if missing:
+            fig.suptitle("no training curve: " + ", ".join(missing), fontsize=7, color="0.4")
+    save_figure(fig, png=png, pdf=pdf)
+    return fig

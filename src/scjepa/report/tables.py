@@ -1,0 +1,447 @@
+"""Paper-style result tables (Tables 1-4, integration, and any generic method x dataset table).
+
+Layout: rows = methods, columns = datasets x (task, metric), e.g. ``pbmc / kNN / macro-F1``.
+Every expected cell is shown: a number (``mean ± sd`` where there are several seeds), ``n/a``
+where the method cannot serve the task (declared in ``na`` or recorded with status "n/a"), or
+``failed`` where the job failed (status "failed") or its record is missing. The best value of
+each column is bold in Markdown and LaTeX (ties at the displayed precision are all bold).
+
+Renderers (:func:`to_markdown`, :func:`to_csv`, :func:`to_latex`) are pure functions of the
+:class:`Table`; the same inputs give byte-identical files (fixed float format, records sorted
+before aggregation).
+
+``na`` entries are ``(task, method, dataset)`` tuples or ``{"task", "method", "dataset"}`` dicts;
+``"*"`` or an absent key matches anything (e.g. ``{"task": "finetune", "method": "pca"}``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from scjepa.io import write_text
+from scjepa.tasks.common import read_score
+
+log = logging.getLogger(__name__)
+
+NA, FAILED = "n/a", "failed"
+PARTIAL_MARK = "†"
+METRIC_LABELS = {
+    "macro_f1": "macro-F1",
+    "micro_f1": "micro-F1",
+    "weighted_f1": "weighted-F1",
+    "accuracy": "accuracy",
+    "bio_conservation": "bio",
+    "batch_correction": "batch",
+    "total": "total",
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column: which records (task, dataset) and which metric; ``header`` = label levels."""
+
+    task: str | None
+    dataset: str
+    metric: str
+    header: tuple[str, ...]
+    higher_is_better: bool = True
+
+
+@dataclass
+class Cell:
+    status: str  # "ok" | "n/a" | "failed"
+    mean: float = math.nan
+    sd: float = math.nan
+    n: int = 0
+    partial: bool = False  # some expected seeds failed or are missing; the mean is over the rest
+    best: bool = False
+
+
+@dataclass
+class Table:
+    name: str
+    rows: list[str]
+    row_labels: list[str]
+    columns: list[Column]
+    cells: list[list[Cell]]
+    caption: str = ""
+    digits: int = 3
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- records
+
+
+def load_records(paths: Iterable[str | Path], *, missing_ok: bool = True) -> list[dict]:
+    """Read score records; a path that does not exist is skipped (its cell renders ``failed``)."""
+    records = []
+    for p in paths:
+        if missing_ok and not Path(p).exists():
+            log.warning("score record %s is missing; its cell will show 'failed'", p)
+            continue
+        records.append(read_score(p))
+    return records
+
+
+def _na_match(na: Iterable[Any], task: str | None, method: str, dataset: str) -> bool:
+    for entry in na or ():
+        if isinstance(entry, Mapping):
+            t, m, d = entry.get("task", "*"), entry.get("method", "*"), entry.get("dataset", "*")
+        else:
+            t, m, d = (list(entry) + ["*", "*", "*"])[:3]
+        if all(p in ("*", None) or p == v for p, v in ((t, task), (m, method), (d, dataset))):
+            return True
+    return False
+
+
+def _index(records: Iterable[Mapping]) -> dict[tuple, list[Mapping]]:
+    idx: dict[tuple, list[Mapping]] = {}
+    for r in records:
+        idx.setdefault((r["task"], r["method"], r["dataset"]), []).append(r)
+    for recs in idx.values():
+        recs.sort(key=lambda r: (r.get("seed") is None, r.get("seed") or 0, str(r.get("_path", ""))))
+    return idx
+
+
+def _aggregate(recs: list[Mapping], metric: str, expected_seeds: Sequence[int] | None) -> Cell:
+    if expected_seeds is not None and any(r.get("seed") is not None for r in recs):
+        recs = [r for r in recs if r.get("seed") in set(expected_seeds)]
+        missing_seeds = len(set(expected_seeds) - {r.get("seed") for r in recs})
+    else:
+        missing_seeds = 0
+    if not recs:
+        return Cell(FAILED)
+    statuses = [r["status"] for r in recs]
+    if "n/a" in statuses:
+        return Cell(NA)
+    ok = [r for r in recs if r["status"] == "ok"]
+    if not ok:
+        return Cell(FAILED)
+    values = [float(r["metrics"][metric]) for r in ok if metric in r["metrics"]]
+    if not values:
+        return Cell(NA)  # the task ran but this metric does not apply (e.g. probe switched off)
+    n = len(values)
+    mean = math.fsum(values) / n
+    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else math.nan
+    partial = missing_seeds > 0 or len(ok) < len(recs)
+    return Cell("ok", mean, sd, n, partial)
+
+
+# --------------------------------------------------------------------------- building
+
+
+def build_table(
+    name: str,
+    records: Iterable[Mapping],
+    rows: Sequence[str],
+    columns: Sequence[Column],
+    *,
+    na: Iterable[Any] = (),
+    expected_seeds: Mapping[str, Sequence[int]] | None = None,
+    row_labels: Mapping[str, str] | None = None,
+    caption: str = "",
+    digits: int = 3,
+) -> Table:
+    """Fill the rows x columns grid from score records and mark the best value per column."""
+    idx = _index(records)
+    na = list(na or ())
+    cells: list[list[Cell]] = []
+    for method in rows:
+        line = []
+        for col in columns:
+            if _na_match(na, col.task, method, col.dataset):
+                line.append(Cell(NA))
+                continue
+            recs = idx.get((col.task, method, col.dataset), [])
+            seeds = (expected_seeds or {}).get(col.task) if col.task is not None else None
+            line.append(_aggregate(recs, col.metric, seeds))
+        cells.append(line)
+    for j, col in enumerate(columns):
+        vals = [round(cells[i][j].mean, digits) for i in range(len(rows)) if cells[i][j].status == "ok"]
+        if not vals:
+            continue
+        best = max(vals) if col.higher_is_better else min(vals)
+        for i in range(len(rows)):
+            c = cells[i][j]
+            if c.status == "ok" and round(c.mean, digits) == best:
+                c.best = True
+    notes = ["Best value per column in bold."]
+    if any(c.n > 1 for line in cells for c in line):
+        notes.append("mean ± sd over seeds/runs.")
+    notes.append("n/a: the method cannot serve this task; failed: the job failed or produced no record.")
+    if any(c.partial for line in cells for c in line):
+        notes.append(f"{PARTIAL_MARK}: some seeds/runs failed or are missing; mean ± sd over the rest.")
+    labels = [str((row_labels or {}).get(m, m)) for m in rows]
+    return Table(name, list(rows), labels, list(columns), cells, caption, digits, notes)
+
+
+def make_table(
+    records: Iterable[Mapping],
+    rows: Sequence[str],
+    cols: Sequence[str],
+    metric: str,
+    *,
+    task: str | None = None,
+    name: str = "table",
+    caption: str = "",
+    na: Iterable[Any] = (),
+    higher_is_better: bool = True,
+    metric_label: str | None = None,
+    row_labels: Mapping[str, str] | None = None,
+    col_labels: Mapping[str, str] | None = None,
+    expected_seeds: Sequence[int] | None = None,
+    digits: int = 3,
+) -> Table:
+    """Generic table: rows = methods, cols = datasets, one metric (e.g. the bridge table).
+
+    ``task``: which records to use; if None, the single task present in ``records`` (an error if
+    there are several).
+    """
+    records = list(records)
+    if task is None:
+        tasks = sorted({r["task"] for r in records})
+        if len(tasks) > 1:
+            raise ValueError(f"records of several tasks {tasks}; pass task=")
+        task = tasks[0] if tasks else None
+    label = metric_label or METRIC_LABELS.get(metric, metric)
+    columns = [Column(task, d, metric, (str((col_labels or {}).get(d, d)), label), higher_is_better) for d in cols]
+    seeds = {task: list(expected_seeds)} if expected_seeds is not None and task is not None else None
+    return build_table(
+        name, records, rows, columns, na=na, expected_seeds=seeds, row_labels=row_labels, caption=caption, digits=digits
+    )
+
+
+def annotation_columns(
+    datasets: Sequence[str],
+    *,
+    zero_shot_task: str = "zero_shot",
+    finetune_task: str | None = "finetune",
+    probe: bool = False,
+    transfer_task: str | None = None,
+    metrics: Sequence[str] = ("macro_f1", "micro_f1"),
+    dataset_labels: Mapping[str, str] | None = None,
+) -> list[Column]:
+    """Per dataset: kNN (zero-shot) metrics, [linear probe], fine-tune metrics, [transfer]."""
+    cols: list[Column] = []
+    for d in datasets:
+        dl = str((dataset_labels or {}).get(d, d))
+        for m in metrics:
+            cols.append(Column(zero_shot_task, d, f"knn_{m}", (dl, "kNN", METRIC_LABELS.get(m, m))))
+        if probe:
+            for m in metrics:
+                cols.append(Column(zero_shot_task, d, f"probe_{m}", (dl, "linear probe", METRIC_LABELS.get(m, m))))
+        if finetune_task:
+            for m in metrics:
+                cols.append(Column(finetune_task, d, m, (dl, "fine-tune", METRIC_LABELS.get(m, m))))
+        if transfer_task:
+            for m in metrics:
+                cols.append(Column(transfer_task, d, f"transfer_{m}", (dl, "transfer", METRIC_LABELS.get(m, m))))
+    return cols
+
+
+def _annotation_table(name, caption, records, methods, datasets, *, na, seeds, row_labels, dataset_labels, probe, digits):
+    cols = annotation_columns(datasets, probe=probe, dataset_labels=dataset_labels)
+    expected = {"finetune": list(seeds)} if seeds is not None else None
+    return build_table(
+        name, records, methods, cols, na=na, expected_seeds=expected, row_labels=row_labels, caption=caption, digits=digits
+    )
+
+
+def table1_in_distribution(
+    records, methods, datasets, *, na=(), seeds=None, row_labels=None, dataset_labels=None, probe=False, digits=3
+) -> Table:
+    """Table 1: zero-shot kNN and fine-tuning on the in-distribution datasets."""
+    cap = "Cell-type annotation on in-distribution datasets: zero-shot kNN (k = 5) and fine-tuning."
+    return _annotation_table(
+        "table1_in_distribution", cap, records, methods, datasets,
+        na=na, seeds=seeds, row_labels=row_labels, dataset_labels=dataset_labels, probe=probe, digits=digits,
+    )  # fmt: skip
+
+
+def table2_out_of_distribution(
+    records, methods, datasets, *, na=(), seeds=None, row_labels=None, dataset_labels=None, probe=False, digits=3
+) -> Table:
+    """Table 2: zero-shot kNN and fine-tuning on the out-of-distribution datasets."""
+    cap = "Cell-type annotation on out-of-distribution datasets: zero-shot kNN (k = 5) and fine-tuning."
+    return _annotation_table(
+        "table2_out_of_distribution", cap, records, methods, datasets,
+        na=na, seeds=seeds, row_labels=row_labels, dataset_labels=dataset_labels, probe=probe, digits=digits,
+    )  # fmt: skip
+
+
+def table4_ablation(
+    records, variants, datasets, *, na=(), seeds=None, row_labels=None, dataset_labels=None, probe=False, digits=3
+) -> Table:
+    """Table 4: scJEPA ablation variants (rows), zero-shot kNN and fine-tuning."""
+    cap = "Ablation of scJEPA: zero-shot kNN (k = 5) and fine-tuning."
+    return _annotation_table(
+        "table4_ablation", cap, records, variants, datasets,
+        na=na, seeds=seeds, row_labels=row_labels, dataset_labels=dataset_labels, probe=probe, digits=digits,
+    )  # fmt: skip
+
+
+def table3_spatial(
+    records, methods, datasets, *, na=(), seeds=None, row_labels=None, dataset_labels=None, transfer=True, digits=3
+) -> Table:
+    """Table 3: spatial dataset(s): within-dataset kNN (task "spatial"), fine-tuning, cross-platform transfer."""
+    cols = annotation_columns(
+        datasets, zero_shot_task="spatial", transfer_task="spatial" if transfer else None, dataset_labels=dataset_labels
+    )
+    expected = {"finetune": list(seeds)} if seeds is not None else None
+    cap = "Spatial transcriptomics: zero-shot kNN, fine-tuning and cross-platform transfer (dissociated reference)."
+    return build_table(
+        "table3_spatial", records, methods, cols, na=na, expected_seeds=expected, row_labels=row_labels, caption=cap, digits=digits
+    )
+
+
+def table_integration(
+    records, methods, datasets, *, na=(), seeds=None, row_labels=None, dataset_labels=None, digits=3
+) -> Table:
+    """Integration (Fig. 2 as a table): scIB bio-conservation, batch-correction and total, mean ± sd over runs."""
+    cols = [
+        Column("integration", d, m, (str((dataset_labels or {}).get(d, d)), METRIC_LABELS[m]))
+        for d in datasets
+        for m in ("bio_conservation", "batch_correction", "total")
+    ]
+    expected = {"integration": list(seeds)} if seeds is not None else None
+    cap = "Data integration (scib-metrics, unscaled): bio-conservation, batch-correction and total (0.6 bio + 0.4 batch)."
+    return build_table(
+        "table_integration", records, methods, cols, na=na, expected_seeds=expected, row_labels=row_labels, caption=cap, digits=digits
+    )
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _fmt(cell: Cell, digits: int, pm: str = "±") -> str:
+    if cell.status != "ok":
+        return cell.status
+    s = f"{cell.mean:.{digits}f}"
+    if cell.n > 1:
+        s += f" {pm} {cell.sd:.{digits}f}"
+    if cell.partial:
+        s += PARTIAL_MARK
+    return s
+
+
+def _header_strings(table: Table) -> list[str]:
+    return [" / ".join(c.header) for c in table.columns]
+
+
+def _md_escape(s: str) -> str:
+    return s.replace("|", "\\|")
+
+
+def to_markdown(table: Table) -> str:
+    """GitHub-flavoured Markdown table; best values **bold**; notes below."""
+    head = ["method"] + _header_strings(table)
+    lines = [
+        "| " + " | ".join(_md_escape(h) for h in head) + " |",
+        "|" + "|".join([":---"] + ["---:"] * len(table.columns)) + "|",
+    ]
+    for label, cells in zip(table.row_labels, table.cells):
+        vals = []
+        for c in cells:
+            s = _md_escape(_fmt(c, table.digits))
+            vals.append(f"**{s}**" if c.best else s)
+        lines.append("| " + " | ".join([_md_escape(label)] + vals) + " |")
+    out = []
+    if table.caption:
+        out.append(f"**{table.name}.** {table.caption}\n")
+    out.append("\n".join(lines))
+    if table.notes:
+        out.append("\n" + " ".join(table.notes))
+    return "\n".join(out) + "\n"
+
+
+def to_csv(table: Table) -> str:
+    """Same layout as the paper table (one header row, levels joined by ' / '); no bold; deterministic."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["method"] + _header_strings(table))
+    for label, cells in zip(table.row_labels, table.cells):
+        w.writerow([label] + [_fmt(c, table.digits) for c in cells])
+    return buf.getvalue()
+
+
+_TEX_ESCAPES = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+}  # fmt: skip
+
+
+def _tex(s: str) -> str:
+    return "".join(_TEX_ESCAPES.get(ch, ch) for ch in str(s))
+
+
+def _tex_cell(cell: Cell, digits: int) -> str:
+    if cell.status != "ok":
+        return _tex(cell.status)
+    s = f"{cell.mean:.{digits}f}"
+    if cell.n > 1:
+        s += rf" $\pm$ {cell.sd:.{digits}f}"
+    if cell.partial:
+        s += r"$^\dagger$"
+    return rf"\textbf{{{s}}}" if cell.best else s
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs ``table`` environment with multi-level headers (\\multicolumn + \\cmidrule)."""
+    ncol = len(table.columns)
+    depth = max((len(c.header) for c in table.columns), default=1)
+    headers = [(("",) * (depth - len(c.header))) + tuple(c.header) for c in table.columns]
+    lines = [
+        "% requires \\usepackage{booktabs}",
+        "\\begin{table}[ht]",
+        "\\centering",
+        "\\small",
+    ]
+    if table.caption:
+        lines.append(f"\\caption{{{_tex(table.caption)}}}")
+    lines.append(f"\\label{{tab:{table.name}}}")
+    lines.append("\\begin{tabular}{l" + "r" * ncol + "}")
+    lines.append("\\toprule")
+    for level in range(depth):
+        spans: list[tuple[str, int, int]] = []  # (text, first col, width)
+        for j, h in enumerate(headers):
+            key = h[: level + 1]
+            if spans and headers[spans[-1][1]][: level + 1] == key and level < depth - 1:
+                text, start, width = spans[-1]
+                spans[-1] = (text, start, width + 1)
+            else:
+                spans.append((h[level], j, 1))
+        row = ["method" if level == depth - 1 else ""]
+        rules = []
+        for text, start, width in spans:
+            row.append(f"\\multicolumn{{{width}}}{{c}}{{{_tex(text)}}}" if width > 1 else _tex(text))
+            if level < depth - 1 and text:
+                rules.append(f"\\cmidrule(lr){{{start + 2}-{start + width + 1}}}")
+        lines.append(" & ".join(row) + " \\\\")
+        if rules:
+            lines.append(" ".join(rules))
+    lines.append("\\midrule")
+    for label, cells in zip(table.row_labels, table.cells):
+        lines.append(" & ".join([_tex(label)] + [_tex_cell(c, table.digits) for c in cells]) + " \\\\")
+    lines.append("\\bottomrule")
+    lines.append("\\end{tabular}")
+    if table.notes:
+        note = _tex(" ".join(table.notes)).replace(PARTIAL_MARK, r"$^\dagger$").replace("±", r"$\pm$")
+        lines.append(f"\\par\\smallskip{{\\footnotesize {note}}}")
+    lines.append("\\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(table: Table, *, md=None, csv=None, tex=None) -> None:
+    """Write the formats asked for (atomic writes)."""
+    if md:
+        write_text(to_markdown(table), md)
+    if csv:
+        write_text(to_csv(table), csv)
+    if tex:
+        write_text(to_latex(table), tex)

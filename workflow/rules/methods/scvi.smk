@@ -1,0 +1,27 @@
+# scVI (scvi-tools): an integration baseline trained per dataset on raw counts (layers["counts"]),
+# with explicit max_epochs and a KL warm-up that completes (PROTOCOL.md, Methods).
+
+
+rule embed_scvi:
+    input:
+        data=processed_input,
+    output:
+        emb="results/embeddings/{method}/{dataset}.h5ad",
+        model=directory("results/models/{method}/{dataset}"),
+    wildcard_constraints:
+        method=names_regex(methods_of_family("scvi")),
+    params:
+        family="scvi",
+        hparams=method_hparams,
+        seed=config["seed"],
+    log:
+        "logs/embed/{method}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/embed/{method}/{dataset}.tsv"
+    threads: 1
+    resources:
+        mem_mb=mem(8000),
+        runtime=runtime(240),
+        gpu=gpu_of_method,
+    script:
+        "../../scripts/embed_per_dataset.py"
