@@ -11,6 +11,12 @@ configfile: "config/config.yaml"
 include: "workflow/rules/common.smk"
 
 
+wildcard_constraints:
+    dataset=r"[^/]+",
+    method=r"[^/]+",
+    seed=r"\d+",
+
+
 rule all:
     """Every table and figure of the benchmark, and the inputs of the HTML report."""
     input:
@@ -19,6 +25,7 @@ rule all:
 
 
 include: "workflow/rules/data.smk"
+include: "workflow/rules/pretrained_method.smk"
 
 
 for _method_file in method_rule_files():
@@ -28,3 +35,6 @@ for _method_file in method_rule_files():
 
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+
+
+check_methods_have_rules()

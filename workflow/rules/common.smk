@@ -52,14 +52,16 @@ def methods_serving(task):
 
 def method_rule_files():
     """Every rule file in workflow/rules/methods/: one file per method (family)."""
-    return sorted(str(p.relative_to(WORKFLOW_DIR)) for p in (WORKFLOW_DIR / "workflow/rules/methods").glob("*.smk"))
+    files = (WORKFLOW_DIR / "workflow/rules/methods").glob("*.smk")
+    return sorted(str(p.relative_to(WORKFLOW_DIR)) for p in files if not p.name.startswith("_"))
 
 
 def check_methods_have_rules():
     """An unknown method name fails before any job runs (called after the method files are included)."""
+    defined = {r.name for r in workflow.rules}
     for m in METHODS:
         fam = method_entry(m)["family"]
-        if not (hasattr(rules, f"embed_{fam}") or hasattr(rules, f"embed_{m}")):
+        if not ({f"embed_{fam}", f"embed_{m}"} & defined):
             raise WorkflowError(
                 f"Configuration error: key 'methods': method '{m}' (family '{fam}') has no rule "
                 f"'embed_{fam}' or 'embed_{m}'. Add workflow/rules/methods/{m}.smk or fix the name "
@@ -213,12 +215,163 @@ def report_params():
     }
 
 
-def all_targets():
-    return [
-        "results/tables/.done",
-        "results/figures/.done",
-    ]
 
 
 def method_hparams(wildcards):
     return training_hparams(wildcards.method)
+
+
+def finetune_params(wildcards):
+    ft = config["tasks"]["finetune"]
+    return {"epochs": ft["max_epochs"], "lr": ft["lr"], "weight_decay": ft["weight_decay"],
+            "batch_size": ft["batch_size"], "device": config["training"]["device"]}
+
+
+def integration_params(wildcards):
+    return {"subsample": config["tasks"]["integration"]["subsample"]}
+
+
+def spatial_reference(wildcards):
+    return DATASETS[wildcards.dataset].get("reference") or ""
+
+
+def spatial_inputs(wildcards):
+    inputs = {"emb": embedding_path(wildcards.method, wildcards.dataset),
+              "processed": processed_path(wildcards.dataset)}
+    ref = DATASETS[wildcards.dataset].get("reference")
+    if ref:
+        inputs["ref_emb"] = embedding_path(wildcards.method, ref)
+        inputs["ref_processed"] = processed_path(ref)
+    return inputs
+
+
+def bridge_kind(wildcards):
+    roles = DATASETS[wildcards.dataset]["roles"]
+    return "timecourse" if "timecourse" in roles else "perturbation"
+
+
+# ---- report layout --------------------------------------------------------------------------------
+
+TORCH_FAMILIES = scjepa_config.TORCH_FAMILIES
+#: bridge readout -> (dataset role, metric, higher is better, label)
+BRIDGE_TABLES = {
+    "interpolation": ("timecourse", "w1_ref_rel_mccann", False, "Held-out time point: W1 / W1(McCann) in the reference space"),
+    "fate": ("timecourse", "fate_accuracy", True, "Fate prediction accuracy from chained couplings"),
+    "perturbation": ("perturbation", "r2_means_top50", True, "Control to perturbed transport: r² of marker-gene means"),
+}
+BRIDGE_READOUTS = [r for r, (role, *_rest) in BRIDGE_TABLES.items() if datasets_with_role(role)]
+
+
+def method_labels():
+    return {m: method_entry(m)["label"] for m in METHODS}
+
+
+def main_methods():
+    """Rows of Tables 1-3: every method that is not an ablation variant."""
+    return [m for m in METHODS if not method_entry(m)["ablation_of"]]
+
+
+def ablation_methods():
+    """Rows of Table 4: each ablated method followed by its variants."""
+    bases = [m for m in METHODS if any(method_entry(v)["ablation_of"] == m for v in METHODS)]
+    rows = []
+    for b in bases:
+        rows += [b] + [v for v in METHODS if method_entry(v)["ablation_of"] == b]
+    return rows
+
+
+def task_methods(task):
+    """Methods (not ablation variants) that take part in ``task``."""
+    return [m for m in main_methods() if task in method_entry(m)["serves"]]
+
+
+def torch_methods():
+    return [m for m in METHODS if method_entry(m)["family"] in TORCH_FAMILIES]
+
+
+def na_cells():
+    """Every (task, method) pair a method does not serve renders n/a."""
+    return [{"task": t, "method": m, "dataset": "*"} for m in METHODS for t in scjepa_config.ALL_TASKS
+            if t not in method_entry(m)["serves"]]
+
+
+def table_scores(table):
+    """Score files a table reads (only those the DAG produces: n/a cells have none)."""
+    if table in ("in_distribution", "out_of_distribution", "ablation"):
+        rows = ablation_methods() if table == "ablation" else main_methods()
+        ds = datasets_with_role("in_distribution" if table == "ablation" else table)
+        return score_paths("zero_shot", [m for m in rows if "zero_shot" in method_entry(m)["serves"]], ds) + \
+            score_paths("finetune", [m for m in rows if "finetune" in method_entry(m)["serves"]], ds)
+    if table == "spatial":
+        ds = datasets_with_role("spatial")
+        rows = main_methods()
+        return score_paths("spatial", [m for m in rows if "spatial" in method_entry(m)["serves"]], ds) + \
+            score_paths("finetune", [m for m in rows if "finetune" in method_entry(m)["serves"]], ds)
+    if table == "integration":
+        return score_paths("integration", task_methods("integration"), datasets_with_role("integration"))
+    if table == "bridge":
+        ds = datasets_with_role("timecourse") + datasets_with_role("perturbation")
+        return score_paths("bridge", task_methods("bridge"), ds)
+    raise ValueError(table)
+
+
+def bridge_readout_datasets(wildcards):
+    return datasets_with_role(BRIDGE_TABLES[wildcards.readout][0])
+
+
+def bridge_readout_metric(wildcards):
+    return BRIDGE_TABLES[wildcards.readout][1]
+
+
+def bridge_readout_higher(wildcards):
+    return BRIDGE_TABLES[wildcards.readout][2]
+
+
+def bridge_readout_label(wildcards):
+    return BRIDGE_TABLES[wildcards.readout][3]
+
+
+def spatial_figure_scores(wildcards):
+    ms = task_methods("spatial")
+    return score_paths("spatial", ms, [wildcards.dataset]) + score_paths(
+        "finetune", [m for m in ms if "finetune" in method_entry(m)["serves"]], [wildcards.dataset])
+
+
+def spatial_figure_predictions(wildcards):
+    return [f"results/scores/spatial/{m}/{wildcards.dataset}.predictions.csv" for m in task_methods("spatial")]
+
+
+def bridge_figure_samples(wildcards):
+    return [f"results/scores/bridge/{m}/{wildcards.dataset}.samples.npz" for m in task_methods("bridge")]
+
+
+def table_files(name):
+    return [f"results/tables/{name}.{ext}" for ext in ("md", "csv", "tex")]
+
+
+def figure_files(name):
+    return [f"results/figures/{name}.{ext}" for ext in config["report"]["formats"]]
+
+
+def all_targets():
+    out = []
+    if datasets_with_role("in_distribution"):
+        out += table_files("table1_in_distribution") + table_files("table4_ablation") * bool(ablation_methods())
+    if datasets_with_role("out_of_distribution"):
+        out += table_files("table2_out_of_distribution")
+    if datasets_with_role("spatial"):
+        out += table_files("table3_spatial")
+        out += [f for d in datasets_with_role("spatial") for f in figure_files(f"fig3_spatial_{d}")]
+    if datasets_with_role("integration"):
+        out += table_files("table_integration") + figure_files("fig2_integration")
+    for r in BRIDGE_READOUTS:
+        out += table_files(f"table_bridge_{r}")
+    out += [f for d in datasets_with_role("timecourse") for f in figure_files(f"fig5_bridge_{d}")]
+    if torch_methods():
+        out += figure_files("fig4_training_dynamics")
+    return out
+
+
+def script_path(name):
+    """Absolute path of a thin script (rules reused with `use rule` resolve paths from their new file)."""
+    return str(WORKFLOW_DIR / "workflow" / "scripts" / name)

@@ -1,1 +1,118 @@
-# Evaluation rules: zero-shot, fine-tune, integration, spatial, bridge.
+# Evaluation rules. Each reads the method contract (results/embeddings/{method}/{dataset}.h5ad) or,
+# for fine-tuning, the model directory, and writes one score record per (method, dataset[, seed]).
+
+
+rule score_zero_shot:
+    """Frozen-encoder annotation: kNN (k=5) and a linear probe, reference -> query split."""
+    input:
+        emb=embedding_input,
+        processed=processed_input,
+    output:
+        score="results/scores/zero_shot/{method}/{dataset}.json",
+    params:
+        k=config["tasks"]["zero_shot"]["k"],
+        ref_split=config["tasks"]["zero_shot"]["reference_split"],
+        query_split=config["tasks"]["zero_shot"]["query_split"],
+        probe=config["tasks"]["zero_shot"]["linear_probe"],
+        seed=config["seed"],
+    log:
+        "logs/score_zero_shot/{method}/{dataset}.log",
+    threads: 1
+    resources:
+        mem_mb=mem(4000),
+        runtime=runtime(30),
+    script:
+        "../scripts/score_zero_shot.py"
+
+
+rule score_finetune:
+    """Pretrained encoder + linear head, full fine-tuning, model selection on val; one seed."""
+    input:
+        processed=processed_input,
+        model=model_input,
+    output:
+        score="results/scores/finetune/{method}/{dataset}/{seed}.json",
+        history="results/scores/finetune/{method}/{dataset}/{seed}.history.csv",
+    wildcard_constraints:
+        seed=r"\d+",
+    params:
+        finetune=finetune_params,
+        init="pretrained",
+    log:
+        "logs/score_finetune/{method}/{dataset}/{seed}.log",
+    benchmark:
+        "results/benchmarks/score_finetune/{method}/{dataset}/{seed}.tsv"
+    threads: 2
+    resources:
+        mem_mb=mem(8000),
+        runtime=runtime(120),
+        gpu=1,
+    script:
+        "../scripts/score_finetune.py"
+
+
+rule score_integration:
+    """scib-metrics Benchmarker on a random subsample (the run's seed): bio, batch, total."""
+    input:
+        emb=embedding_input,
+        processed=processed_input,
+    output:
+        score="results/scores/integration/{method}/{dataset}/{seed}.json",
+    wildcard_constraints:
+        seed=r"\d+",
+    params:
+        integration=integration_params,
+    log:
+        "logs/score_integration/{method}/{dataset}/{seed}.log",
+    benchmark:
+        "results/benchmarks/score_integration/{method}/{dataset}/{seed}.tsv"
+    threads: 2
+    resources:
+        mem_mb=mem(8000),
+        runtime=runtime(60),
+    script:
+        "../scripts/score_integration.py"
+
+
+rule score_spatial:
+    """Spatial: zero-shot kNN within the tissue and cross-platform transfer from a dissociated reference."""
+    input:
+        unpack(spatial_inputs),
+    output:
+        score="results/scores/spatial/{method}/{dataset}.json",
+        predictions="results/scores/spatial/{method}/{dataset}.predictions.csv",
+    params:
+        reference=spatial_reference,
+        k=config["tasks"]["spatial"]["k"],
+        seed=config["seed"],
+    log:
+        "logs/score_spatial/{method}/{dataset}.log",
+    threads: 1
+    resources:
+        mem_mb=mem(4000),
+        runtime=runtime(30),
+    script:
+        "../scripts/score_spatial.py"
+
+
+rule score_bridge:
+    """Schrödinger bridges in the method's latent: leave-one-timepoint-out, fates, perturbation transport."""
+    input:
+        emb=embedding_input,
+        data=processed_input,
+    output:
+        scores="results/scores/bridge/{method}/{dataset}.json",
+        samples="results/scores/bridge/{method}/{dataset}.samples.npz",
+    params:
+        bridge=config["tasks"]["bridge"],
+        kind=bridge_kind,
+    log:
+        "logs/score_bridge/{method}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/score_bridge/{method}/{dataset}.tsv"
+    threads: 2
+    resources:
+        mem_mb=mem(8000),
+        runtime=runtime(60),
+    script:
+        "../scripts/score_bridge.py"
