@@ -38,3 +38,4 @@ include: "workflow/rules/report.smk"
 
 
 check_methods_have_rules()
+check_method_hparams()

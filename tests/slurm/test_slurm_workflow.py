@@ -24,7 +24,9 @@ Targets (parameter ``wf``):
 
 Knobs (environment):
   SCJEPA_SLURM_CONFIG     config file for the project run (default tests/workflow/tiny.yaml)
-  SCJEPA_SLURM_METHODS    "all" (default) or a comma list: restrict `methods:` of the tiny config
+  SCJEPA_SLURM_METHODS    comma list restricting `methods:` of the tiny config (default pca,scjepa;
+                          "all" keeps the config's list)
+  SCJEPA_SLURM_TARGETS    space-separated targets (default Table 1's CSV; "all" = the whole DAG)
   SCJEPA_SLURM_TIMEOUT_S  limit for one snakemake call (default 900)
   SCJEPA_SLURM_POLL_S     first SLURM status check after N s (default 2; "" = the profile's 10 s)
   SCJEPA_SLURM_KEEP=1     keep the temporary work directories (paths printed)
@@ -53,6 +55,11 @@ REPO = HERE.parents[1]
 VENV_BIN = Path(sys.executable).parent
 SNAKEMAKE = str(VENV_BIN / "snakemake") if (VENV_BIN / "snakemake").exists() else shutil.which("snakemake")
 CORES = "2"
+# The full tiny DAG is ~130 jobs (15+ min as SLURM jobs on 2 CPUs); by default the test builds
+# Table 1 for one CPU method (PCA) and one neural method (scJEPA): 15 jobs covering the data
+# rules, CPU pretraining, GPU pretraining, GPU fine-tuning, zero-shot scoring and a table.
+DEFAULT_METHODS = "pca,scjepa"
+DEFAULT_TARGETS = "results/tables/table1_in_distribution.csv"
 TIMEOUT_S = int(os.environ.get("SCJEPA_SLURM_TIMEOUT_S", "900"))
 # Test speed only: the first status check after a submission (the profile says 10 s and the
 # plugin adds 10 s per check while nothing finishes); "" keeps the profile's value.
@@ -102,8 +109,8 @@ def _env(extra=None):
     return env
 
 
-def run_snakemake(label, workdir, args, env_extra=None, timeout=TIMEOUT_S) -> Run:
-    cmd = [SNAKEMAKE, "--cores", CORES, *args]
+def run_snakemake(label, workdir, args, targets=(), env_extra=None, timeout=TIMEOUT_S) -> Run:
+    cmd = [SNAKEMAKE, "--cores", CORES, *targets, *args]
     log = workdir / f"_{label}.out"
     t0 = time.monotonic()
     with open(log, "w") as fh:
@@ -244,6 +251,7 @@ class Target:
     slurm_dir: Path
     local_dir: Path
     config_args: list
+    targets: list
     config: dict
     require_cvd_marker: bool  # rule logs/outputs must show CUDA_VISIBLE_DEVICES
 
@@ -271,7 +279,7 @@ def _make_target(kind, tmp: Path) -> Target:
             d.mkdir(parents=True)
             shutil.copy(HERE / "mini" / "Snakefile", d / "Snakefile")
         (slurm_dir / "slurm").symlink_to(REPO / "profiles" / "slurm")
-        return Target("mini", slurm_dir, local_dir, [], {}, require_cvd_marker=True)
+        return Target("mini", slurm_dir, local_dir, [], [], {}, require_cvd_marker=True)
 
     cfg_rel = os.environ.get("SCJEPA_SLURM_CONFIG", "tests/workflow/tiny.yaml")
     if not (REPO / "Snakefile").exists() or not (REPO / cfg_rel).exists():
@@ -280,14 +288,16 @@ def _make_target(kind, tmp: Path) -> Target:
     _copy_repo(local_dir)
     cfg = _read_yaml(REPO / cfg_rel)
     args = ["--configfile", cfg_rel]
-    methods = os.environ.get("SCJEPA_SLURM_METHODS", "all")
+    methods = os.environ.get("SCJEPA_SLURM_METHODS", DEFAULT_METHODS)
     if methods != "all":
         overlay = {"methods": [m.strip() for m in methods.split(",") if m.strip()]}
         for d in (slurm_dir, local_dir):
             (d / "_slurm_test_overlay.yaml").write_text(yaml.safe_dump(overlay))
         args = ["--configfile", cfg_rel, "_slurm_test_overlay.yaml"]
         cfg = {**cfg, **overlay}
-    return Target("project", slurm_dir, local_dir, args, cfg, require_cvd_marker=False)
+    targets = os.environ.get("SCJEPA_SLURM_TARGETS", DEFAULT_TARGETS)
+    targets = [] if targets == "all" else targets.split()
+    return Target("project", slurm_dir, local_dir, args, targets, cfg, require_cvd_marker=False)
 
 
 @pytest.fixture(
@@ -315,13 +325,13 @@ def wf(request, slurm_cluster, tmp_path_factory):
 @pytest.fixture(scope="module")
 def slurm_run(wf):
     """The user's command: snakemake --cores 2 --profile slurm [--configfile tiny]."""
-    run = run_snakemake("slurm", wf.slurm_dir, [*SLURM_ARGS, *wf.config_args])
+    run = run_snakemake("slurm", wf.slurm_dir, [*SLURM_ARGS, *wf.config_args], wf.targets)
     return run
 
 
 @pytest.fixture(scope="module")
 def local_run(wf):
-    return run_snakemake("local", wf.local_dir, list(wf.config_args))
+    return run_snakemake("local", wf.local_dir, list(wf.config_args), wf.targets)
 
 
 # --------------------------------------------------------------------------------------------
@@ -478,7 +488,7 @@ def test_failed_job_is_reported_with_its_log_and_rerun_completes(wf, slurm_run, 
         "PYTHONPATH": os.pathsep.join(filter(None, [str(inject), os.environ.get("PYTHONPATH")])),
     }
     fail = run_snakemake("fail", wf.slurm_dir, [*SLURM_ARGS, *wf.config_args, "--forcerun", target_file],
-                         env_extra=env)
+                         wf.targets, env_extra=env)
     assert fail.rc not in (0, -999), f"the injected failure did not fail the run (rc={fail.rc}):\n{fail.tail()}"
     _, fsubs = parse_run(fail.out)
     failed = [s for s in fsubs if s.job.rule == victim.rule and s.job.wildcards == victim.wildcards]
@@ -501,7 +511,7 @@ def test_failed_job_is_reported_with_its_log_and_rerun_completes(wf, slurm_run, 
         r1, r2 = failed[0].job.resources, failed[1].job.resources
         assert int(r2["mem_mb"]) > int(r1["mem_mb"]) or int(r2["runtime"]) > int(r1["runtime"]), (r1, r2)
 
-    rerun = run_snakemake("rerun", wf.slurm_dir, [*SLURM_ARGS, *wf.config_args])
+    rerun = run_snakemake("rerun", wf.slurm_dir, [*SLURM_ARGS, *wf.config_args], wf.targets)
     assert rerun.rc == 0, f"rerun after the failure did not complete:\n{rerun.tail()}"
     _, rsubs = parse_run(rerun.out)
     assert any(s.job.rule == victim.rule and s.job.wildcards == victim.wildcards for s in rsubs), \

@@ -69,6 +69,20 @@ def check_methods_have_rules():
             )
 
 
+def check_method_hparams():
+    """Unknown or mistyped hyper-parameters fail before any job runs, naming the key."""
+    from scjepa.methods import FAMILIES, get_family
+
+    for m in METHODS:
+        entry = method_entry(m)
+        if entry["family"] not in FAMILIES:
+            continue  # a user family with its own rule file validates its own parameters
+        try:
+            get_family(entry["family"])(**{k: v for k, v in training_hparams(m).items() if k != "family"})
+        except InputError as exc:
+            raise WorkflowError(f"Configuration error in method_params.{m}.hparams: {exc}") from None
+
+
 # ---- parameters passed to scripts ---------------------------------------------------------------
 
 

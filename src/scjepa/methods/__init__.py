@@ -209,8 +209,10 @@ def pretrain(hparams: dict, store_dir, val_h5ad, out_dir, seed: int, method_name
     if loader is None:
         from scjepa.data.store import StoreLoader
 
+        # PCA sees every cell once (its partial_fit takes any batch size); the SGD methods drop the
+        # last partial batch so every step has the same size.
         loader = StoreLoader(store_dir, batch_size=getattr(params, "batch_size", 1024), shuffle=True,
-                             seed=int(seed), split="train")
+                             seed=int(seed), split="train", drop_last=family != "pca")
     gene_ids = getattr(loader, "gene_ids", None)
     n_genes = getattr(loader, "n_genes", None)
     val = None
