@@ -69,8 +69,17 @@ def timed_scib(timings: dict):
 
     import scjepa.tasks.integration as integ
 
-    names = ["isolated_labels", "nmi_ari_cluster_labels_kmeans", "silhouette_label", "clisi_knn", "bras",
-             "ilisi_knn", "kbet_per_label", "graph_connectivity", "pcr_comparison"]  # fmt: skip
+    names = [
+        "isolated_labels",
+        "nmi_ari_cluster_labels_kmeans",
+        "silhouette_label",
+        "clisi_knn",
+        "bras",
+        "ilisi_knn",
+        "kbet_per_label",
+        "graph_connectivity",
+        "pcr_comparison",
+    ]
     originals = {n: getattr(scib_metrics, n) for n in names}
     orig_nn = integ.exact_neighbors
 
@@ -98,6 +107,8 @@ def timed_scib(timings: dict):
 def scib_child(n: int, genes: int, repeat: bool) -> dict:
     """One integration run at n cells in this (fresh) process; with ``repeat``, run it twice."""
     t0 = time.perf_counter()
+    import scib_metrics  # noqa: F401  (jax, umap, pynndescent: what every integration job imports)
+
     from scjepa.tasks.integration import IntegrationConfig, pca_embedding, scib_scores
 
     import_s = time.perf_counter() - t0
@@ -159,7 +170,9 @@ def warm_up(args) -> dict:
     sk = time.perf_counter() - t
     splits = np.array(["train", "val", "test"])[np.arange(300) % 3]
     t = time.perf_counter()
-    finetune(Encoder(args.genes), expression(emb, args.genes), y, splits, config=FinetuneConfig(epochs=1, device=args.device))
+    finetune(
+        Encoder(args.genes), expression(emb, args.genes), y, splits, config=FinetuneConfig(epochs=1, device=args.device)
+    )
     return {"knn_and_probe_300_cells": sk, "finetune_300_cells_1_epoch": time.perf_counter() - t}
 
 
@@ -207,8 +220,9 @@ def run_size(n: int, args, prev: dict) -> dict:
         splits = np.random.default_rng(2).choice(np.array(["train", "val", "test"]), n, p=[0.7, 0.15, 0.15])
         torch.manual_seed(0)
         t = time.perf_counter()
-        res = finetune(Encoder(args.genes), X, y, splits, seed=0,
-                       config=FinetuneConfig(epochs=args.epochs, device=args.device))  # fmt: skip
+        res = finetune(
+            Encoder(args.genes), X, y, splits, seed=0, config=FinetuneConfig(epochs=args.epochs, device=args.device)
+        )
         sec = time.perf_counter() - t
         train = res.metrics["train_seconds"]
         out["finetune"] = {
@@ -297,9 +311,12 @@ def main(argv=None) -> dict:
 
 def print_table(report: dict) -> None:
     s = report["settings"]
-    tasks = [("knn", "kNN (k=5, exact, 80/20)"), ("linear_probe", "linear probe"),
-             ("finetune", f"fine-tune ({s['epochs']} epochs, {s['genes']} genes)"),
-             ("scib", "scib-metrics, fresh process")]  # fmt: skip
+    tasks = [
+        ("knn", "kNN (k=5, exact, 80/20)"),
+        ("linear_probe", "linear probe"),
+        ("finetune", f"fine-tune ({s['epochs']} epochs, {s['genes']} genes)"),
+        ("scib", "scib-metrics, fresh process"),
+    ]
     print("\n| task | " + " | ".join(f"{r['n_cells']:,} cells" for r in report["results"]) + " |")
     print("|---|" + "---:|" * len(report["results"]))
     for key, name in tasks:
@@ -312,21 +329,29 @@ def print_table(report: dict) -> None:
                 cells.append(v["skipped"])
         print(f"| {name} | " + " | ".join(cells) + " |")
     fc = report["first_call_seconds"]
-    print(f"\nfirst call in a process (warm-up, not in the table): kNN + probe {fc['knn_and_probe_300_cells']:.1f} s, "
-          f"fine-tune {fc['finetune_300_cells_1_epoch']:.1f} s (300 cells, 1 epoch)")  # fmt: skip
+    print(
+        f"\nfirst call in a process (warm-up, not in the table): kNN + probe {fc['knn_and_probe_300_cells']:.1f} s, "
+        f"fine-tune {fc['finetune_300_cells_1_epoch']:.1f} s (300 cells, 1 epoch)"
+    )
     for r in report["results"]:
         f = r["finetune"]
         if "seconds_per_epoch" in f:
-            print(f"fine-tune at {r['n_cells']:,}: {f['seconds_per_epoch']:.2f} s/epoch, "
-                  f"{f['train_cells_per_second']:.0f} train cells/s, test scoring {f['test_scoring_seconds']:.2f} s")
+            print(
+                f"fine-tune at {r['n_cells']:,}: {f['seconds_per_epoch']:.2f} s/epoch, "
+                f"{f['train_cells_per_second']:.0f} train cells/s, test scoring {f['test_scoring_seconds']:.2f} s"
+            )
         sc = r["scib"]
         if "per_metric_seconds" in sc:
             parts = ", ".join(f"{k} {v:.1f}" for k, v in sc["per_metric_seconds"].items())
-            print(f"scib at {r['n_cells']:,}: imports {sc['import_seconds']:.1f} s, PCA {sc['pca_seconds']:.1f} s, "
-                  f"metrics {sc['metrics_seconds']:.1f} s: {parts}")  # fmt: skip
+            print(
+                f"scib at {r['n_cells']:,}: imports {sc['import_seconds']:.1f} s, PCA {sc['pca_seconds']:.1f} s, "
+                f"metrics {sc['metrics_seconds']:.1f} s: {parts}"
+            )
             if "compile_seconds" in sc:
-                print(f"  the same data again in that process: {sc['repeat_metrics_seconds']:.1f} s, "
-                      f"so ~{sc['compile_seconds']:.0f} s of a first call is jax/numba compilation")
+                print(
+                    f"  the same data again in that process: {sc['repeat_metrics_seconds']:.1f} s, "
+                    f"so ~{sc['compile_seconds']:.0f} s of a first call is jax/numba compilation"
+                )
 
 
 if __name__ == "__main__":

@@ -26,8 +26,13 @@ def _written(*paths):
 def test_fig2_integration_with_a_failed_method(tmp_path):
     rng = np.random.default_rng(0)
     recs = [
-        score_record("integration", m, "lung", {"bio_conservation": rng.uniform(), "batch_correction": rng.uniform(),
-                                                "total": rng.uniform()}, seed=s)  # fmt: skip
+        score_record(
+            "integration",
+            m,
+            "lung",
+            {"bio_conservation": rng.uniform(), "batch_correction": rng.uniform(), "total": rng.uniform()},
+            seed=s,
+        )
         for m in ("scjepa", "pca")
         for s in range(4)
     ]
@@ -40,10 +45,17 @@ def test_fig3_spatial(tmp_path):
     rng = np.random.default_rng(0)
     n = 300
     types = rng.choice(["L1", "L2", "L3"], n)
-    preds = pd.DataFrame({
-        "obs_name": [f"c{i}" for i in range(n)], "x": rng.uniform(0, 1, n), "y": rng.uniform(0, 1, n),
-        "cell_type": types, "split": "test", "pred_knn": types, "pred_transfer": np.where(rng.random(n) < 0.8, types, "L1"),
-    })  # fmt: skip
+    preds = pd.DataFrame(
+        {
+            "obs_name": [f"c{i}" for i in range(n)],
+            "x": rng.uniform(0, 1, n),
+            "y": rng.uniform(0, 1, n),
+            "cell_type": types,
+            "split": "test",
+            "pred_knn": types,
+            "pred_transfer": np.where(rng.random(n) < 0.8, types, "L1"),
+        }
+    )
     preds.to_csv(tmp_path / "scjepa.csv", index=False)
     recs = [
         score_record("spatial", "scjepa", "sp", {"knn_macro_f1": 0.9, "transfer_macro_f1": 0.7}),
@@ -51,8 +63,14 @@ def test_fig3_spatial(tmp_path):
         score_record("finetune", "scjepa", "sp", {"macro_f1": 0.95}, seed=0),
     ]
     # mae has the better transfer score but no predictions file: the best *drawable* method is shown.
-    F.fig3_spatial(recs, {"scjepa": tmp_path / "scjepa.csv", "mae": tmp_path / "missing.csv"}, ["scjepa", "mae", "pca"],
-                   dataset="sp", png=tmp_path / "f3.png", pdf=tmp_path / "f3.pdf")  # fmt: skip
+    F.fig3_spatial(
+        recs,
+        {"scjepa": tmp_path / "scjepa.csv", "mae": tmp_path / "missing.csv"},
+        ["scjepa", "mae", "pca"],
+        dataset="sp",
+        png=tmp_path / "f3.png",
+        pdf=tmp_path / "f3.pdf",
+    )
     _written(tmp_path / "f3.png", tmp_path / "f3.pdf")
 
 
@@ -80,8 +98,13 @@ def test_fig4_training_dynamics_via_script(tmp_path):
 def test_integration_figure_via_script(tmp_path):
     paths = []
     for s in range(3):
-        r = score_record("integration", "pca", "lung", {"bio_conservation": 0.5 + s / 10, "batch_correction": 0.4,
-                                                        "total": 0.5}, seed=s)  # fmt: skip
+        r = score_record(
+            "integration",
+            "pca",
+            "lung",
+            {"bio_conservation": 0.5 + s / 10, "batch_correction": 0.4, "total": 0.5},
+            seed=s,
+        )
         paths.append(str(tmp_path / f"{s}.json"))
         write_score(r, paths[-1])
     smk = SimpleNamespace(

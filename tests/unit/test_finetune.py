@@ -40,7 +40,10 @@ def _structured(n_cells=1200, seed=0):
         y = rng.integers(0, 6, n_cells)
         X = np.maximum(rng.normal(0, 1, (6, N_GENES))[y] + rng.normal(0, 1.5, (n_cells, N_GENES)), 0)
         obs = pd.DataFrame(
-            {"cell_type": [f"t{i}" for i in y], "split": rng.choice(["train", "val", "test"], n_cells, p=[0.7, 0.15, 0.15])},
+            {
+                "cell_type": [f"t{i}" for i in y],
+                "split": rng.choice(["train", "val", "test"], n_cells, p=[0.7, 0.15, 0.15]),
+            },
             index=[f"c{i}" for i in range(n_cells)],
         )
         return ad.AnnData(X=X.astype(np.float32), obs=obs, var=pd.DataFrame(index=[f"g{i}" for i in range(N_GENES)]))
@@ -66,7 +69,7 @@ def test_finetuning_beats_the_frozen_encoder_knn(data):
     enc = Encoder(N_GENES)  # an untrained encoder: fine-tuning has to learn the types
     frozen = _frozen_knn(enc, data)
     result, cfg = finetune_dataset(
-        data, encoder=enc, init="pretrained", seed=0, config=FinetuneConfig(epochs=12, batch_size=128, device="cpu")
+        data, encoder=enc, init="pretrained", seed=0, config=FinetuneConfig(epochs=8, batch_size=128, device="cpu")
     )
     m = result.metrics
     assert m["macro_f1"] > frozen["knn_macro_f1"] + 0.05, (m["macro_f1"], frozen["knn_macro_f1"])
@@ -90,9 +93,12 @@ def test_random_init_is_seeded_and_differs_from_the_given_weights():
 
 def test_patience_stops_early(data):
     result, _ = finetune_dataset(
-        data[:400].copy(), encoder=Encoder(N_GENES, hidden=(32,), latent=8), init="random", seed=1,
+        data[:400].copy(),
+        encoder=Encoder(N_GENES, hidden=(32,), latent=8),
+        init="random",
+        seed=1,
         config=FinetuneConfig(epochs=30, batch_size=64, lr=0.0, patience=2, device="cpu"),
-    )  # fmt: skip
+    )
     # lr = 0: val never improves after epoch 1, so training stops at epoch 3.
     assert result.metrics["epochs_run"] == 3 and result.metrics["best_epoch"] == 1
 
@@ -106,9 +112,12 @@ def test_genes_are_aligned_by_id(data):
     assert result.metrics["gene_coverage"] == pytest.approx((len(model_genes) - 2) / len(model_genes))
     with pytest.raises(InputError, match="my_dataset.h5ad"):
         finetune_dataset(
-            sub, encoder=Encoder(5, hidden=(4,), latent=2), genes=[f"x{i}" for i in range(5)],
-            config=FinetuneConfig(epochs=1, device="cpu"), path="my_dataset.h5ad",
-        )  # fmt: skip
+            sub,
+            encoder=Encoder(5, hidden=(4,), latent=2),
+            genes=[f"x{i}" for i in range(5)],
+            config=FinetuneConfig(epochs=1, device="cpu"),
+            path="my_dataset.h5ad",
+        )
 
 
 def test_method_without_encoder_is_not_applicable(monkeypatch, data, tmp_path):

@@ -56,7 +56,9 @@ def scores():
     adata, latent = _multi_batch()
     codes = pd.Categorical(adata.obs["batch"]).codes
     offsets = np.random.default_rng(1).normal(0, 1, (codes.max() + 1, latent.shape[1]))
-    offsets *= 10 * latent.std(axis=0).mean() / np.linalg.norm(offsets, axis=1, keepdims=True) * np.sqrt(latent.shape[1])
+    offsets *= (
+        10 * latent.std(axis=0).mean() / np.linalg.norm(offsets, axis=1, keepdims=True) * np.sqrt(latent.shape[1])
+    )
     confounded = latent + offsets[codes]
     truth, cfg = integration_run(_emb(adata, latent), adata.X, seed=0, config=FAST)
     conf, _ = integration_run(_emb(adata, confounded), adata.X, seed=0, config=FAST)
@@ -110,3 +112,29 @@ def test_script_writes_one_record_per_run(tmp_path, scores):
     assert rec["status"] == "ok" and rec["seed"] == 2 and rec["metrics"]["n_cells"] == 600
     assert rec["metrics"]["total"] == pytest.approx(scores[0]["total"], abs=1e-6)
     assert rec["config"]["subsample"] == 1.0
+
+
+def test_script_does_several_runs_in_one_job(tmp_path, monkeypatch):
+    import scjepa.tasks.integration as integ
+
+    calls = []
+
+    def fake_run(adata, X, *, seed, config, path):  # the plumbing only; the scores are tested above
+        calls.append(seed)
+        return {"bio_conservation": 0.5, "batch_correction": 0.5, "total": 0.5}, {"seed": seed}
+
+    monkeypatch.setattr(integ, "integration_run", fake_run)
+    adata, latent = _multi_batch(n=200)
+    adata.write_h5ad(tmp_path / "processed.h5ad")
+    _emb(adata, latent).write_h5ad(tmp_path / "emb.h5ad")
+    outs = [tmp_path / "multi" / f"{s}.json" for s in (0, 1, 2)]
+    smk = SimpleNamespace(
+        input=SimpleNamespace(emb=str(tmp_path / "emb.h5ad"), processed=str(tmp_path / "processed.h5ad")),
+        output=SimpleNamespace(scores=[str(o) for o in outs]),
+        params=SimpleNamespace(seeds=[0, 1, 2]),
+        wildcards=SimpleNamespace(method="truth", dataset="d"),
+        log=[],
+    )
+    runpy.run_path(str(SCRIPTS / "score_integration.py"), init_globals={"snakemake": smk})
+    assert calls == [0, 1, 2]
+    assert [json.loads(o.read_text())["seed"] for o in outs] == [0, 1, 2]

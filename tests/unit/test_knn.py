@@ -164,7 +164,13 @@ def test_score_zero_shot_script_writes_contract_record(tmp_path):
     runpy.run_path(str(SCRIPTS / "score_zero_shot.py"), init_globals={"snakemake": smk})
     rec = json.loads(out.read_text())
     assert set(rec) == {"task", "method", "dataset", "seed", "status", "metrics", "config"}
-    assert (rec["task"], rec["method"], rec["dataset"], rec["seed"], rec["status"]) == ("zero_shot", "m", "d", None, "ok")
+    assert (rec["task"], rec["method"], rec["dataset"], rec["seed"], rec["status"]) == (
+        "zero_shot",
+        "m",
+        "d",
+        None,
+        "ok",
+    )
     assert rec["metrics"]["n_query_unseen_labels"] == 5.0
     assert rec["config"]["k"] == 5 and rec["config"]["ref_split"] == "train"
 
@@ -215,3 +221,22 @@ def test_spatial_scores_and_predictions_roundtrip(tmp_path):
     back = read_predictions(tmp_path / "p.csv")
     assert list(back["pred_transfer"]) == list(preds["pred_transfer"])
     assert np.allclose(back["x"], preds["x"])
+
+
+def test_score_spatial_script(tmp_path):
+    ref, query = _two_platforms()
+    ref.write_h5ad(tmp_path / "ref.h5ad")
+    query.write_h5ad(tmp_path / "spatial.h5ad")
+    out = tmp_path / "spatial" / "m" / "sp.json"
+    smk = _fake_snakemake(
+        tmp_path,
+        input={"emb": str(tmp_path / "spatial.h5ad"), "ref_emb": str(tmp_path / "ref.h5ad")},
+        output={"score": str(out), "predictions": str(tmp_path / "sp.predictions.csv")},
+        params={"reference": "dissociated"},
+        wildcards={"method": "m", "dataset": "sp"},
+    )
+    runpy.run_path(str(SCRIPTS / "score_spatial.py"), init_globals={"snakemake": smk})
+    rec = json.loads(out.read_text())
+    assert rec["task"] == "spatial" and rec["status"] == "ok" and rec["config"]["reference"] == "dissociated"
+    assert rec["metrics"]["transfer_n_shared_labels"] == 3
+    assert len(read_predictions(tmp_path / "sp.predictions.csv")) == query.n_obs

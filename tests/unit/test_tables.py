@@ -92,7 +92,9 @@ def test_csv_is_deterministic_and_latex_bolds(tmp_path):
 
 def test_integration_table_mean_sd():
     recs = [
-        score_record("integration", "scjepa", "lung", {"bio_conservation": b, "batch_correction": 0.5, "total": 0.6}, seed=s)
+        score_record(
+            "integration", "scjepa", "lung", {"bio_conservation": b, "batch_correction": 0.5, "total": 0.6}, seed=s
+        )
         for s, b in enumerate([0.6, 0.7, 0.8])
     ]
     t = T.table_integration(recs, ["scjepa", "scvi"], ["lung"])
@@ -111,8 +113,13 @@ def test_make_tables_script_treats_missing_files_as_failed(tmp_path):
     smk = SimpleNamespace(
         input=SimpleNamespace(scores=paths),
         output=SimpleNamespace(**out),
-        params=SimpleNamespace(table="table1_in_distribution", methods=METHODS, datasets=["pbmc", "lung"],
-                               na=[["finetune", "pca", "*"]], seeds=[0, 1, 2]),  # fmt: skip
+        params=SimpleNamespace(
+            table="table1_in_distribution",
+            methods=METHODS,
+            datasets=["pbmc", "lung"],
+            na=[["finetune", "pca", "*"]],
+            seeds=[0, 1, 2],
+        ),
         log=[],
     )
     runpy.run_path(str(SCRIPTS / "make_tables.py"), init_globals={"snakemake": smk})

@@ -93,7 +93,7 @@ def dataset_spec(wildcards):
 def training_hparams(method):
     """Training-engine defaults overlaid with the method's own hyper-parameters (+ family, name)."""
     entry = method_entry(method)
-    hp = dict(config["training"]) if entry["family"] in scjepa_config.TORCH_FAMILIES else {}
+    hp = {k: v for k, v in config["training"].items() if k != "threads"} if entry["family"] in scjepa_config.TORCH_FAMILIES else {}
     hp.update(entry["hparams"])
     hp["family"] = entry["family"]
     return hp
@@ -242,7 +242,8 @@ def finetune_params(wildcards):
 
 
 def integration_params(wildcards):
-    return {"subsample": config["tasks"]["integration"]["subsample"]}
+    it = config["tasks"]["integration"]
+    return {"subsample": it["subsample"], "kbet_per_label": it["kbet_per_label"]}
 
 
 def spatial_reference(wildcards):
@@ -389,3 +390,7 @@ def all_targets():
 def script_path(name):
     """Absolute path of a thin script (rules reused with `use rule` resolve paths from their new file)."""
     return str(WORKFLOW_DIR / "workflow" / "scripts" / name)
+
+
+ENV = str(WORKFLOW_DIR / "envs" / "scjepa.yaml")
+CENSUS_ENV = str(WORKFLOW_DIR / "envs" / "census.yaml")

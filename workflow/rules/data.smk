@@ -17,6 +17,8 @@ rule download_source_h5ad:
     resources:
         mem_mb=mem(2000),
         runtime=runtime(240),
+    conda:
+        CENSUS_ENV
     script:
         "../scripts/download.py"
 
@@ -36,6 +38,8 @@ rule download_url:
     resources:
         mem_mb=mem(2000),
         runtime=runtime(240),
+    conda:
+        ENV
     script:
         "../scripts/download.py"
 
@@ -55,6 +59,8 @@ rule link_local_h5ad:
     resources:
         mem_mb=mem(2000),
         runtime=runtime(60),
+    conda:
+        ENV
     script:
         "../scripts/download.py"
 
@@ -74,6 +80,8 @@ rule extract_bundled_h5ad:
     resources:
         mem_mb=mem(2000),
         runtime=runtime(10),
+    conda:
+        ENV
     script:
         "../scripts/download.py"
 
@@ -93,6 +101,8 @@ rule generate_synthetic:
     resources:
         mem_mb=mem(4000),
         runtime=runtime(30),
+    conda:
+        ENV
     script:
         "../scripts/download.py"
 
@@ -111,6 +121,8 @@ rule define_gene_space:
     resources:
         mem_mb=mem(2000),
         runtime=runtime(10),
+    conda:
+        ENV
     script:
         "../scripts/define_gene_space.py"
 
@@ -134,6 +146,8 @@ rule preprocess:
     resources:
         mem_mb=mem(4000),
         runtime=runtime(120),
+    conda:
+        ENV
     script:
         "../scripts/preprocess.py"
 
@@ -155,5 +169,7 @@ rule build_store:
     resources:
         mem_mb=mem(4000),
         runtime=runtime(240),
+    conda:
+        ENV
     script:
         "../scripts/build_store.py"

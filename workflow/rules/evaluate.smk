@@ -21,6 +21,8 @@ rule score_zero_shot:
     resources:
         mem_mb=mem(4000),
         runtime=runtime(30),
+    conda:
+        ENV
     script:
         "../scripts/score_zero_shot.py"
 
@@ -42,34 +44,43 @@ rule score_finetune:
         "logs/score_finetune/{method}/{dataset}/{seed}.log",
     benchmark:
         "results/benchmarks/score_finetune/{method}/{dataset}/{seed}.tsv"
-    threads: 2
+    threads: config["training"]["threads"]
     resources:
         mem_mb=mem(8000),
         runtime=runtime(120),
         gpu=1,
+    conda:
+        ENV
     script:
         "../scripts/score_finetune.py"
 
 
 rule score_integration:
-    """scib-metrics Benchmarker on a random subsample (the run's seed): bio, batch, total."""
+    """scib-metrics Benchmarker, one run per seed on a random subsample: bio, batch, total.
+
+    All runs of a (method, dataset) share one job: scib-metrics' JIT compilation is paid once.
+    """
     input:
         emb=embedding_input,
         processed=processed_input,
     output:
-        score="results/scores/integration/{method}/{dataset}/{seed}.json",
-    wildcard_constraints:
-        seed=r"\d+",
+        scores=expand(
+            "results/scores/integration/{{method}}/{{dataset}}/{run}.json",
+            run=range(config["tasks"]["integration"]["runs"]),
+        ),
     params:
         integration=integration_params,
+        seeds=list(range(config["tasks"]["integration"]["runs"])),
     log:
-        "logs/score_integration/{method}/{dataset}/{seed}.log",
+        "logs/score_integration/{method}/{dataset}.log",
     benchmark:
-        "results/benchmarks/score_integration/{method}/{dataset}/{seed}.tsv"
-    threads: 2
+        "results/benchmarks/score_integration/{method}/{dataset}.tsv"
+    threads: 1
     resources:
         mem_mb=mem(8000),
         runtime=runtime(60),
+    conda:
+        ENV
     script:
         "../scripts/score_integration.py"
 
@@ -91,6 +102,8 @@ rule score_spatial:
     resources:
         mem_mb=mem(4000),
         runtime=runtime(30),
+    conda:
+        ENV
     script:
         "../scripts/score_spatial.py"
 
@@ -110,9 +123,11 @@ rule score_bridge:
         "logs/score_bridge/{method}/{dataset}.log",
     benchmark:
         "results/benchmarks/score_bridge/{method}/{dataset}.tsv"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=mem(8000),
         runtime=runtime(60),
+    conda:
+        ENV
     script:
         "../scripts/score_bridge.py"

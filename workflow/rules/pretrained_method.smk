@@ -25,11 +25,13 @@ rule pretrain_method:
         "logs/pretrain/{method}.log",
     benchmark:
         "results/benchmarks/pretrain/{method}.tsv"
-    threads: 2
+    threads: config["training"]["threads"]
     resources:
         mem_mb=mem(8000),
         runtime=runtime(240),
         gpu=gpu_of_method,
+    conda:
+        ENV
     script:
         script_path("pretrain.py")
 
@@ -48,5 +50,7 @@ rule embed_method:
     resources:
         mem_mb=mem(4000),
         runtime=runtime(30),
+    conda:
+        ENV
     script:
         script_path("embed.py")

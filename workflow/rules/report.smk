@@ -25,6 +25,8 @@ rule table_in_distribution:
     resources:
         mem_mb=mem(1000),
         runtime=runtime(10),
+    conda:
+        ENV
     script:
         "../scripts/make_tables.py"
 
@@ -51,6 +53,8 @@ rule table_out_of_distribution:
     resources:
         mem_mb=mem(1000),
         runtime=runtime(10),
+    conda:
+        ENV
     script:
         "../scripts/make_tables.py"
 
@@ -76,6 +80,8 @@ rule table_spatial:
     resources:
         mem_mb=mem(1000),
         runtime=runtime(10),
+    conda:
+        ENV
     script:
         "../scripts/make_tables.py"
 
@@ -102,6 +108,8 @@ rule table_ablation:
     resources:
         mem_mb=mem(1000),
         runtime=runtime(10),
+    conda:
+        ENV
     script:
         "../scripts/make_tables.py"
 
@@ -127,6 +135,8 @@ rule table_integration:
     resources:
         mem_mb=mem(1000),
         runtime=runtime(10),
+    conda:
+        ENV
     script:
         "../scripts/make_tables.py"
 
@@ -159,6 +169,8 @@ rule table_bridge:
     resources:
         mem_mb=mem(1000),
         runtime=runtime(10),
+    conda:
+        ENV
     script:
         "../scripts/make_tables.py"
 
@@ -180,6 +192,8 @@ rule figure_integration:
     resources:
         mem_mb=mem(2000),
         runtime=runtime(10),
+    conda:
+        ENV
     script:
         "../scripts/make_figures.py"
 
@@ -203,6 +217,8 @@ rule figure_spatial:
     resources:
         mem_mb=mem(2000),
         runtime=runtime(10),
+    conda:
+        ENV
     script:
         "../scripts/make_figures.py"
 
@@ -224,6 +240,8 @@ rule figure_training_dynamics:
     resources:
         mem_mb=mem(2000),
         runtime=runtime(10),
+    conda:
+        ENV
     script:
         "../scripts/make_figures.py"
 
@@ -244,5 +262,7 @@ rule figure_bridge:
     resources:
         mem_mb=mem(2000),
         runtime=runtime(10),
+    conda:
+        ENV
     script:
         "../scripts/make_bridge_figure.py"

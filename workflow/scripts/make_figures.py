@@ -45,7 +45,9 @@ def main(snakemake):
         records = load_records(_as_list(inp.scores))
         preds = _as_list(smk_get(inp, "predictions", []))
         if len(preds) != len(methods):
-            raise ValueError(f"{len(preds)} predictions files for {len(methods)} methods; align them with params.methods")
+            raise ValueError(
+                f"{len(preds)} predictions files for {len(methods)} methods; align them with params.methods"
+            )
         F.fig3_spatial(
             records,
             dict(zip(methods, preds)),

@@ -1,7 +1,9 @@
 """Integration scores (scib-metrics) of one method's embedding of a multi-batch dataset, one run.
 
 A run's seed picks the random subsample of cells (``subsample`` fraction), so several runs give
-Fig. 2's boxplots.
+Fig. 2's boxplots. One job may do several runs (``params.seeds`` + ``output.scores``): each
+process pays scib-metrics' jax/numba compilation (about a minute on a laptop CPU) once, and runs
+of equal size reuse much of it.
 
 Snakemake interface:
 
@@ -10,6 +12,7 @@ Snakemake interface:
         processed  results/data/{dataset}/processed.h5ad   (its X gives the pre-integrated PCA)
     params:
         method, dataset, seed   default: the wildcards of the same names (seed default 0)
+        seeds         (instead of seed) list of run seeds, one record each, aligned with output.scores
         integration   dict of IntegrationConfig overrides: batch_key ("batch"), label_key ("cell_type"),
                       subsample (0.8), n_pcs (50), isolated_labels (False, as ssl_in_scg),
                       kbet_per_label (True), neighbors ("auto": exact up to exact_max_cells=50000,
@@ -17,9 +20,16 @@ Snakemake interface:
         record_failures   default False
     output:
         score      results/scores/integration/{method}/{dataset}/{seed}.json
+        scores     (instead of score) list of such paths, aligned with params.seeds
     log:
         optional, one file
 """
+
+import os
+
+# scib-metrics JIT-compiles with jax: a persistent cache shared by the jobs of a run pays it once.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.abspath(".snakemake/jax_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 from scjepa.io import read_h5ad
 from scjepa.tasks.common import read_embedding, run_score_script, smk_get
@@ -28,16 +38,30 @@ from scjepa.tasks.integration import IntegrationConfig, integration_run
 
 def main(snakemake):
     p = snakemake.params
+    cache: dict = {}
 
     def compute(method, dataset, seed):
         cfg = IntegrationConfig.from_dict(dict(smk_get(p, "integration", {}) or {}))
-        processed = read_h5ad(snakemake.input.processed)
-        adata = read_embedding(snakemake.input.emb, processed.obs_names, required_obs=(cfg.batch_key, cfg.label_key))
-        metrics, config = integration_run(adata, processed.X, seed=0 if seed is None else seed, config=cfg, path=snakemake.input.emb)
+        if "adata" not in cache:  # read once per job, however many runs
+            processed = read_h5ad(snakemake.input.processed)
+            required = (cfg.batch_key, cfg.label_key)
+            cache["X"] = processed.X
+            cache["adata"] = read_embedding(snakemake.input.emb, processed.obs_names, required_obs=required)
+        metrics, config = integration_run(
+            cache["adata"], cache["X"], seed=0 if seed is None else seed, config=cfg, path=snakemake.input.emb
+        )
         config["embedding"] = str(snakemake.input.emb)
         return metrics, config
 
-    run_score_script(snakemake, "integration", compute)
+    seeds = smk_get(p, "seeds")
+    if seeds is None:
+        run_score_script(snakemake, "integration", compute)
+        return
+    dests = list(snakemake.output.scores)
+    if len(dests) != len(seeds):
+        raise ValueError(f"{len(seeds)} seeds but {len(dests)} output.scores; align them")
+    for seed, dest in zip(seeds, dests):
+        run_score_script(snakemake, "integration", compute, seed=int(seed), dest=dest)
 
 
 if "snakemake" in globals():

@@ -41,7 +41,9 @@ def main(snakemake):
     def compute(method, dataset, seed):
         label_key = smk_get(p, "label_key", "cell_type")
         processed, ref_processed, ref_path = (smk_get(inp, n) for n in ("processed", "ref_processed", "ref_emb"))
-        spatial = read_embedding(inp.emb, processed_obs_names(processed) if processed else None, required_obs=(label_key,))
+        spatial = read_embedding(
+            inp.emb, processed_obs_names(processed) if processed else None, required_obs=(label_key,)
+        )
         reference = None
         if ref_path:
             ref_names = processed_obs_names(ref_processed) if ref_processed else None

@@ -44,7 +44,9 @@ def main(snakemake):
             seed=int(seed if seed is not None else 0),
         )
         metrics, _ = zero_shot(adata, path=snakemake.input.emb, **opts)
-        return metrics, zero_shot_config(**opts, embedding=str(snakemake.input.emb), embedding_dim=int(adata.obsm["X_emb"].shape[1]))
+        return metrics, zero_shot_config(
+            **opts, embedding=str(snakemake.input.emb), embedding_dim=int(adata.obsm["X_emb"].shape[1])
+        )
 
     run_score_script(snakemake, "zero_shot", compute, seed_in_record=False)
 

@@ -38,7 +38,11 @@ STYLE = {
     "pdf.fonttype": 42,  # TrueType: editable text in vector editors
     "svg.fonttype": "none",
 }
-AGGREGATE_METRICS = (("bio_conservation", "Bio conservation"), ("batch_correction", "Batch correction"), ("total", "Total"))
+AGGREGATE_METRICS = (
+    ("bio_conservation", "Bio conservation"),
+    ("batch_correction", "Batch correction"),
+    ("total", "Total"),
+)
 
 
 def _figure(w: float, h: float):
@@ -107,15 +111,39 @@ def fig2_integration(
                 ax = axes[i][j]
                 for x, m in enumerate(methods):
                     mrecs = [r for r in recs if r["method"] == m and r["dataset"] == ds]
-                    vals = [float(r["metrics"][metric]) for r in mrecs if r["status"] == "ok" and metric in r["metrics"]]
+                    vals = [
+                        float(r["metrics"][metric]) for r in mrecs if r["status"] == "ok" and metric in r["metrics"]
+                    ]
                     if not vals:
-                        ax.text(x, 0.5, _status_of(mrecs), ha="center", va="center", rotation=90, color="0.4",
-                                transform=ax.get_xaxis_transform())  # fmt: skip
+                        ax.text(
+                            x,
+                            0.5,
+                            _status_of(mrecs),
+                            ha="center",
+                            va="center",
+                            rotation=90,
+                            color="0.4",
+                            transform=ax.get_xaxis_transform(),
+                        )
                         continue
-                    ax.boxplot([vals], positions=[x], widths=0.6, patch_artist=True, showfliers=False,
-                               boxprops={"facecolor": colors[m], "alpha": 0.5}, medianprops={"color": "k"})  # fmt: skip
-                    ax.scatter(x + rng.uniform(-0.15, 0.15, len(vals)), vals, s=8, color=colors[m], zorder=3,
-                               edgecolor="k", linewidth=0.3)  # fmt: skip
+                    ax.boxplot(
+                        [vals],
+                        positions=[x],
+                        widths=0.6,
+                        patch_artist=True,
+                        showfliers=False,
+                        boxprops={"facecolor": colors[m], "alpha": 0.5},
+                        medianprops={"color": "k"},
+                    )
+                    ax.scatter(
+                        x + rng.uniform(-0.15, 0.15, len(vals)),
+                        vals,
+                        s=8,
+                        color=colors[m],
+                        zorder=3,
+                        edgecolor="k",
+                        linewidth=0.3,
+                    )
                 ax.set_xticks(range(len(methods)), labels, rotation=45, ha="right")
                 ax.set_xlim(-0.6, len(methods) - 0.4)
                 ax.set_title(title if len(datasets) == 1 else f"{ds}: {title}")
@@ -167,9 +195,12 @@ def fig3_spatial(
     from scjepa.tasks.spatial import read_predictions
 
     records = list(records)
-    spatial = {r["method"]: r for r in records if r["task"] == "spatial" and r["dataset"] == dataset and r["status"] == "ok"}
+    spatial = {
+        r["method"]: r for r in records if r["task"] == "spatial" and r["dataset"] == dataset and r["status"] == "ok"
+    }
     if pred_column is None:
         pred_column = "pred_transfer" if select_metric.startswith("transfer") else "pred_knn"
+
     def available(m):
         src = predictions.get(m)
         return isinstance(src, pd.DataFrame) or (src is not None and Path(src).exists())
@@ -192,10 +223,14 @@ def fig3_spatial(
             colors = _type_colors(list(show["cell_type"]) + list(show[pred_column]))
             size = float(np.clip(2000.0 / max(len(show), 1), 0.5, 12))
             has_xy = show[["x", "y"]].notna().all(axis=1).any() if len(show) else False
-            for ax, col, title in ((ax_true, "cell_type", "true cell type"),
-                                   (ax_pred, pred_column, f"predicted ({labels[best]})")):  # fmt: skip
+            for ax, col, title in (
+                (ax_true, "cell_type", "true cell type"),
+                (ax_pred, pred_column, f"predicted ({labels[best]})"),
+            ):
                 if has_xy:
-                    ax.scatter(show["x"], show["y"], c=[colors[t] for t in show[col]], s=size, linewidths=0, rasterized=True)
+                    ax.scatter(
+                        show["x"], show["y"], c=[colors[t] for t in show[col]], s=size, linewidths=0, rasterized=True
+                    )
                     ax.set_aspect("equal", adjustable="datalim")
                 else:
                     ax.text(0.5, 0.5, "no x/y coordinates", ha="center", va="center", transform=ax.transAxes)
@@ -205,9 +240,17 @@ def fig3_spatial(
             ax_pred.set_xlabel(f"{pred_column}: accuracy {acc:.2f}")
             from matplotlib.lines import Line2D
 
-            handles = [Line2D([], [], marker="o", linestyle="", color=colors[t], label=t, markersize=4) for t in sorted(colors)]
-            ax_true.legend(handles=handles, loc="upper left", bbox_to_anchor=(0, -0.02), ncol=min(4, len(handles)),
-                           frameon=False, fontsize=6)  # fmt: skip
+            handles = [
+                Line2D([], [], marker="o", linestyle="", color=colors[t], label=t, markersize=4) for t in sorted(colors)
+            ]
+            ax_true.legend(
+                handles=handles,
+                loc="upper left",
+                bbox_to_anchor=(0, -0.02),
+                ncol=min(4, len(handles)),
+                frameon=False,
+                fontsize=6,
+            )
         else:
             for ax in (ax_true, ax_pred):
                 ax.text(0.5, 0.5, "no predictions", ha="center", va="center", transform=ax.transAxes)
@@ -218,9 +261,16 @@ def fig3_spatial(
 
 
 def _spatial_bars(ax, records, methods, labels, dataset, finetune_task) -> None:
-    groups = [("spatial", "knn_macro_f1", "kNN (within)"), (finetune_task, "macro_f1", "fine-tune"),
-              ("spatial", "transfer_macro_f1", "transfer")]  # fmt: skip
-    present = [g for g in groups if any(r["task"] == g[0] and r["dataset"] == dataset and g[1] in r["metrics"] for r in records)]
+    groups = [
+        ("spatial", "knn_macro_f1", "kNN (within)"),
+        (finetune_task, "macro_f1", "fine-tune"),
+        ("spatial", "transfer_macro_f1", "transfer"),
+    ]
+    present = [
+        g
+        for g in groups
+        if any(r["task"] == g[0] and r["dataset"] == dataset and g[1] in r["metrics"] for r in records)
+    ]
     present = present or groups[:1]
     width = 0.8 / len(present)
     from matplotlib import colormaps
@@ -233,8 +283,17 @@ def _spatial_bars(ax, records, methods, labels, dataset, finetune_task) -> None:
             pos = x - 0.4 + width * (gi + 0.5)
             if vals:
                 sd = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
-                ax.bar(pos, float(np.mean(vals)), width, yerr=sd or None, color=cmap(gi), edgecolor="k", linewidth=0.3,
-                       label=name if x == 0 else None, capsize=1.5)  # fmt: skip
+                ax.bar(
+                    pos,
+                    float(np.mean(vals)),
+                    width,
+                    yerr=sd or None,
+                    color=cmap(gi),
+                    edgecolor="k",
+                    linewidth=0.3,
+                    label=name if x == 0 else None,
+                    capsize=1.5,
+                )
             else:
                 ax.text(pos, 0.02, _status_of(recs), rotation=90, ha="center", va="bottom", fontsize=6, color="0.4")
                 if x == 0:
@@ -310,9 +369,15 @@ def fig4_training_dynamics(
                 if d.empty:
                     continue
                 positive &= bool((d[col] > 0).all())
-                ax.plot(d["step"], d[col], color=colors[m], linewidth=1.0,
-                        marker="o" if col == "val_knn_macro_f1" else None, markersize=2.5,
-                        label=str((row_labels or {}).get(m, m)))  # fmt: skip
+                ax.plot(
+                    d["step"],
+                    d[col],
+                    color=colors[m],
+                    linewidth=1.0,
+                    marker="o" if col == "val_knn_macro_f1" else None,
+                    markersize=2.5,
+                    label=str((row_labels or {}).get(m, m)),
+                )
             if positive and col != "val_knn_macro_f1" and ax.lines:
                 ax.set_yscale("log")
             ax.set_title("val kNN macro-F1" if col == "val_knn_macro_f1" else col)

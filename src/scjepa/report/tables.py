@@ -245,11 +245,21 @@ def annotation_columns(
     return cols
 
 
-def _annotation_table(name, caption, records, methods, datasets, *, na, seeds, row_labels, dataset_labels, probe, digits):
+def _annotation_table(
+    name, caption, records, methods, datasets, *, na, seeds, row_labels, dataset_labels, probe, digits
+):
     cols = annotation_columns(datasets, probe=probe, dataset_labels=dataset_labels)
     expected = {"finetune": list(seeds)} if seeds is not None else None
     return build_table(
-        name, records, methods, cols, na=na, expected_seeds=expected, row_labels=row_labels, caption=caption, digits=digits
+        name,
+        records,
+        methods,
+        cols,
+        na=na,
+        expected_seeds=expected,
+        row_labels=row_labels,
+        caption=caption,
+        digits=digits,
     )
 
 
@@ -259,9 +269,18 @@ def table1_in_distribution(
     """Table 1: zero-shot kNN and fine-tuning on the in-distribution datasets."""
     cap = "Cell-type annotation on in-distribution datasets: zero-shot kNN (k = 5) and fine-tuning."
     return _annotation_table(
-        "table1_in_distribution", cap, records, methods, datasets,
-        na=na, seeds=seeds, row_labels=row_labels, dataset_labels=dataset_labels, probe=probe, digits=digits,
-    )  # fmt: skip
+        "table1_in_distribution",
+        cap,
+        records,
+        methods,
+        datasets,
+        na=na,
+        seeds=seeds,
+        row_labels=row_labels,
+        dataset_labels=dataset_labels,
+        probe=probe,
+        digits=digits,
+    )
 
 
 def table2_out_of_distribution(
@@ -270,9 +289,18 @@ def table2_out_of_distribution(
     """Table 2: zero-shot kNN and fine-tuning on the out-of-distribution datasets."""
     cap = "Cell-type annotation on out-of-distribution datasets: zero-shot kNN (k = 5) and fine-tuning."
     return _annotation_table(
-        "table2_out_of_distribution", cap, records, methods, datasets,
-        na=na, seeds=seeds, row_labels=row_labels, dataset_labels=dataset_labels, probe=probe, digits=digits,
-    )  # fmt: skip
+        "table2_out_of_distribution",
+        cap,
+        records,
+        methods,
+        datasets,
+        na=na,
+        seeds=seeds,
+        row_labels=row_labels,
+        dataset_labels=dataset_labels,
+        probe=probe,
+        digits=digits,
+    )
 
 
 def table4_ablation(
@@ -281,9 +309,18 @@ def table4_ablation(
     """Table 4: scJEPA ablation variants (rows), zero-shot kNN and fine-tuning."""
     cap = "Ablation of scJEPA: zero-shot kNN (k = 5) and fine-tuning."
     return _annotation_table(
-        "table4_ablation", cap, records, variants, datasets,
-        na=na, seeds=seeds, row_labels=row_labels, dataset_labels=dataset_labels, probe=probe, digits=digits,
-    )  # fmt: skip
+        "table4_ablation",
+        cap,
+        records,
+        variants,
+        datasets,
+        na=na,
+        seeds=seeds,
+        row_labels=row_labels,
+        dataset_labels=dataset_labels,
+        probe=probe,
+        digits=digits,
+    )
 
 
 def table3_spatial(
@@ -296,7 +333,15 @@ def table3_spatial(
     expected = {"finetune": list(seeds)} if seeds is not None else None
     cap = "Spatial transcriptomics: zero-shot kNN, fine-tuning and cross-platform transfer (dissociated reference)."
     return build_table(
-        "table3_spatial", records, methods, cols, na=na, expected_seeds=expected, row_labels=row_labels, caption=cap, digits=digits
+        "table3_spatial",
+        records,
+        methods,
+        cols,
+        na=na,
+        expected_seeds=expected,
+        row_labels=row_labels,
+        caption=cap,
+        digits=digits,
     )
 
 
@@ -310,9 +355,19 @@ def table_integration(
         for m in ("bio_conservation", "batch_correction", "total")
     ]
     expected = {"integration": list(seeds)} if seeds is not None else None
-    cap = "Data integration (scib-metrics, unscaled): bio-conservation, batch-correction and total (0.6 bio + 0.4 batch)."
+    cap = (
+        "Data integration (scib-metrics, unscaled): bio-conservation, batch-correction and total (0.6 bio + 0.4 batch)."
+    )
     return build_table(
-        "table_integration", records, methods, cols, na=na, expected_seeds=expected, row_labels=row_labels, caption=cap, digits=digits
+        "table_integration",
+        records,
+        methods,
+        cols,
+        na=na,
+        expected_seeds=expected,
+        row_labels=row_labels,
+        caption=cap,
+        digits=digits,
     )
 
 
@@ -371,9 +426,17 @@ def to_csv(table: Table) -> str:
 
 
 _TEX_ESCAPES = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-}  # fmt: skip
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
 
 
 def _tex(s: str) -> str:

@@ -1,5 +1,5 @@
-"""What every evaluation task shares: checked embedding readers, split selection, gene alignment,
-score records and the compute device.
+"""What every evaluation task shares: checked embedding readers, split selection, score records,
+the compute device and the plumbing of the thin score scripts.
 
 Score record (``results/scores/{task}/{method}/{dataset}[/{seed}].json``, see docs/CONTRACTS.md)::
 
@@ -49,7 +49,9 @@ def read_embedding(
     """
     adata = read_h5ad(path)
     if key not in adata.obsm:
-        raise InputError(f"has no obsm['{key}'] (the method contract); obsm keys: {list(adata.obsm)}", path=path, key=key)
+        raise InputError(
+            f"has no obsm['{key}'] (the method contract); obsm keys: {list(adata.obsm)}", path=path, key=key
+        )
     emb = np.asarray(adata.obsm[key])
     if emb.ndim != 2 or emb.shape[0] != adata.n_obs or emb.shape[1] == 0:
         raise InputError(f"obsm['{key}'] has shape {emb.shape}; expected ({adata.n_obs}, d>0)", path=path, key=key)
@@ -84,13 +86,6 @@ def processed_obs_names(path: str | os.PathLike) -> np.ndarray:
         return np.asarray(adata.obs_names).astype(str)
     finally:
         adata.file.close()
-
-
-def require_obs(adata, columns: Iterable[str], *, path=None) -> None:
-    """Raise an InputError naming the file and column for each missing obs column."""
-    for col in columns:
-        if col not in adata.obs:
-            raise InputError(f"obs has no column '{col}'; columns: {list(adata.obs.columns)}", path=path, column=col)
 
 
 def split_mask(obs, split: str | None, *, split_key: str = "split", path=None, allow_empty: bool = False) -> np.ndarray:
@@ -193,16 +188,25 @@ def select_device(device: str | None = "auto") -> str:
     return str(device)
 
 
+_LOGGING_SET_UP: dict = {}
+
+
 def setup_script_logging(snakemake) -> None:
     """Send Python logging (and warnings) of a thin script to the rule's log file, if it has one."""
     import logging
 
     log = list(getattr(snakemake, "log", []) or [])
+    key = tuple(map(str, log))
+    if _LOGGING_SET_UP.get("key") == key:  # a job that writes several records: keep one log
+        return
+    _LOGGING_SET_UP["key"] = key
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     if log:
         Path(log[0]).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log[0], mode="w"))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", handlers=handlers, force=True)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", handlers=handlers, force=True
+    )
     logging.captureWarnings(True)
 
 
@@ -232,6 +236,8 @@ def run_score_script(
     compute: Callable[[str, str, int | None], tuple[Mapping[str, float], Mapping[str, Any]]],
     *,
     seed_in_record: bool = True,
+    seed: int | None | str = "from_rule",
+    dest: str | os.PathLike | None = None,
 ) -> dict:
     """The body every score script shares: identity, logging, compute, one record, atomic write.
 
@@ -239,12 +245,14 @@ def run_score_script(
     with status "n/a". Any other error propagates (the job fails, Snakemake removes nothing
     half-written because nothing was written) unless ``params.record_failures`` is true, in which
     case a "failed" record carrying the error message is written and the job succeeds.
+    ``seed``/``dest`` override the rule's seed and ``output.score`` (several runs in one job).
     """
     import logging
 
     setup_script_logging(snakemake)
     log = logging.getLogger(f"scjepa.scripts.{task}")
-    method, dataset, seed = smk_identity(snakemake)
+    method, dataset, rule_seed = smk_identity(snakemake)
+    seed = rule_seed if seed == "from_rule" else seed
     rec_seed = seed if seed_in_record else None
     try:
         metrics, config = compute(method, dataset, seed)
@@ -259,5 +267,5 @@ def run_score_script(
         record = score_record(
             task, method, dataset, seed=rec_seed, status="failed", config={"error": f"{type(exc).__name__}: {exc}"}
         )
-    write_score(record, snakemake.output.score)
+    write_score(record, dest if dest is not None else snakemake.output.score)
     return record

@@ -280,14 +280,17 @@ def finetune_dataset(
         if n_in != adata.n_vars:
             raise InputError(
                 f"the encoder takes {n_in} genes, the dataset has {adata.n_vars}, and the model has no "
-                "genes.txt to align them", path=path
+                "genes.txt to align them",
+                path=path,
             )
         genes = list(map(str, adata.var_names))
     if init == "random":
         reinitialise(encoder, seed)
     from scjepa.methods import align_genes  # the one gene aligner (also used by embedding)
 
-    X, coverage = align_genes(adata.X, adata.var_names, genes, min_overlap=cfg.min_gene_coverage, what=str(path or "dataset"))
+    X, coverage = align_genes(
+        adata.X, adata.var_names, genes, min_overlap=cfg.min_gene_coverage, what=str(path or "dataset")
+    )
     labels = labels_of(adata.obs, label_key, path=path)
     if split_key not in adata.obs:
         raise InputError(f"obs has no split column '{split_key}'", path=path, column=split_key)

@@ -138,7 +138,10 @@ def scib_scores(
     if n <= MAX_NEIGHBORS:
         raise ValueError(f"integration metrics need more than {MAX_NEIGHBORS} cells, got {n}")
     obs = pd.DataFrame(
-        {"batch": pd.Categorical(np.asarray(batch).astype(str)), "label": pd.Categorical(np.asarray(labels).astype(str))},
+        {
+            "batch": pd.Categorical(np.asarray(batch).astype(str)),
+            "label": pd.Categorical(np.asarray(labels).astype(str)),
+        },
         index=[str(i) for i in range(n)],
     )
     if obs["batch"].nunique() < 2:
@@ -190,7 +193,9 @@ def integration_run(
     cfg = config or IntegrationConfig()
     for col in (cfg.batch_key, cfg.label_key):
         if col not in adata_emb.obs:
-            raise InputError(f"obs has no column '{col}' (integration needs batch and label keys)", path=path, column=col)
+            raise InputError(
+                f"obs has no column '{col}' (integration needs batch and label keys)", path=path, column=col
+            )
     if X.shape[0] != adata_emb.n_obs:
         raise InputError(f"expression has {X.shape[0]} rows but the embedding {adata_emb.n_obs}", path=path)
     labels = labels_of(adata_emb.obs, cfg.label_key, path=path)
@@ -207,5 +212,10 @@ def integration_run(
     )
     import scib_metrics
 
-    run_config = {**asdict(cfg), "seed": seed, "scib_metrics_version": scib_metrics.__version__, "pre_integrated": "PCA of X"}
+    run_config = {
+        **asdict(cfg),
+        "seed": seed,
+        "scib_metrics_version": scib_metrics.__version__,
+        "pre_integrated": "PCA of X",
+    }
     return metrics, run_config

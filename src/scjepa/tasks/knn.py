@@ -14,7 +14,7 @@ itself. Query labels absent from the reference are kept: such cells can only be 
 from __future__ import annotations
 
 import warnings
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -193,6 +193,6 @@ def label_overlap_counts(ref_labels: Sequence, query_labels: Sequence) -> dict[s
     }
 
 
-def zero_shot_config(**kwargs: Mapping[str, Any]) -> dict[str, Any]:
+def zero_shot_config(**kwargs: Any) -> dict[str, Any]:
     """The config block of a zero-shot score record (what produced it)."""
     return {"metric": "euclidean", "vote": "majority, ties to the nearest", **kwargs}

@@ -194,7 +194,11 @@ def read_predictions(path) -> pd.DataFrame:
 
     if not Path(path).exists():
         raise InputError("does not exist (spatial predictions)", path=path)
-    df = pd.read_csv(path, dtype={c: str for c in ("obs_name", "cell_type", "split", "pred_knn", "pred_transfer")}, keep_default_na=False)
+    df = pd.read_csv(
+        path,
+        dtype={c: str for c in ("obs_name", "cell_type", "split", "pred_knn", "pred_transfer")},
+        keep_default_na=False,
+    )
     missing = [c for c in PREDICTION_COLUMNS if c not in df.columns]
     if missing:
         raise InputError(f"lacks columns {missing}", path=path)

@@ -21,5 +21,7 @@ rule embed_harmony:
     resources:
         mem_mb=mem(8000),
         runtime=runtime(60),
+    conda:
+        ENV
     script:
         "../../scripts/embed_per_dataset.py"

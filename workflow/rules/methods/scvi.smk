@@ -23,5 +23,7 @@ rule embed_scvi:
         mem_mb=mem(8000),
         runtime=runtime(240),
         gpu=gpu_of_method,
+    conda:
+        ENV
     script:
         "../../scripts/embed_per_dataset.py"
