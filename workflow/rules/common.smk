@@ -272,7 +272,7 @@ TORCH_FAMILIES = scjepa_config.TORCH_FAMILIES
 BRIDGE_TABLES = {
     "interpolation": ("timecourse", "w1_ref_rel_mccann", False, "Held-out time point: W1 / W1(McCann) in the reference space"),
     "fate": ("timecourse", "fate_accuracy", True, "Fate prediction accuracy from chained couplings"),
-    "perturbation": ("perturbation", "r2_means_top50", True, "Control to perturbed transport: r² of marker-gene means"),
+    "perturbation": ("perturbation", "l2_means_ct", False, "Control to perturbed transport: l2 of per-cell-type feature means (lower is better)"),
 }
 BRIDGE_READOUTS = [r for r, (role, *_rest) in BRIDGE_TABLES.items() if datasets_with_role(role)]
 

@@ -33,6 +33,9 @@ from scjepa.tasks.finetune import FinetuneConfig, finetune_dataset, load_pretrai
 
 
 def main(snakemake):
+    import torch
+
+    torch.set_num_threads(max(1, int(getattr(snakemake, "threads", 1) or 1)))  # the job's share of the node, not every core
     p = snakemake.params
 
     def compute(method, dataset, seed):

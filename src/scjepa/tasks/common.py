@@ -208,6 +208,9 @@ def setup_script_logging(snakemake) -> None:
         level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", handlers=handlers, force=True
     )
     logging.captureWarnings(True)
+    import os
+
+    logging.getLogger("scjepa").info("CUDA_VISIBLE_DEVICES=%s", os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
 
 
 def smk_get(namespace, name: str, default: Any = None) -> Any:
