@@ -24,6 +24,7 @@ def snakemake(*args, cwd=None, check=True, snakefile=ROOT / "Snakefile", timeout
 
 def copy_workflow(dest: Path) -> Path:
     """A copy of the workflow a test may edit (rule files, config); the library stays installed."""
+    dest.mkdir(parents=True, exist_ok=True)
     for name in ("Snakefile", "workflow", "config", "envs", "profiles", "src"):
         src = ROOT / name
         if src.is_dir():
