@@ -76,3 +76,12 @@ def test_unknown_method_name_fails_naming_it(tmp_path):
     proc = snakemake("-d", tmp_path, "--configfile", TINY, "--config", "methods=[pca,scjepa_typo]", "-n",
                      cwd=ROOT, check=False)
     assert proc.returncode != 0 and "scjepa_typo" in proc.stdout
+
+
+def test_html_report_contains_every_table_and_figure(tiny_run):
+    report = tiny_run / "report.html"
+    snakemake("-d", tiny_run, "--configfile", TINY, "--report", report, cwd=ROOT)
+    html = report.read_text(errors="replace")
+    for name in ("fig2_integration.png", "fig3_spatial_spatial_layers.png", "fig4_training_dynamics.png",
+                 "fig5_bridge_timecourse_branching.png", "table1_in_distribution.md", "table4_ablation.md"):
+        assert name in html, name
