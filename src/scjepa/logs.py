@@ -34,7 +34,7 @@ def rule_log(path: str | Path | None, level: int = logging.INFO):
     import os
 
     # which accelerator the scheduler handed this job (SLURM sets it for --gpus jobs)
-    log.info("CUDA_VISIBLE_DEVICES=%s", os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
+    log.info("CUDA_VISIBLE_DEVICES=%s", os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
     try:
         yield log
     except BaseException:

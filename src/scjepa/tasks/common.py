@@ -210,7 +210,7 @@ def setup_script_logging(snakemake) -> None:
     logging.captureWarnings(True)
     import os
 
-    logging.getLogger("scjepa").info("CUDA_VISIBLE_DEVICES=%s", os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
+    logging.getLogger("scjepa").info("CUDA_VISIBLE_DEVICES=%s", os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
 
 
 def smk_get(namespace, name: str, default: Any = None) -> Any:
