@@ -2,7 +2,7 @@
 
 Memory is bounded by ``chunk_size`` rows, never by the dataset: the raw file is read backed, each
 chunk is checked, aligned to the corpus gene space and normalised, and appended to the output's
-on-disk CSR matrices (anndata's ``sparse_dataset(...).append``). Only ``obs`` (one row per cell)
+on-disk CSR matrices (``scjepa.io.CSRAppender``). Only ``obs`` (one row per cell)
 is held whole.
 
 Output contract: ``docs/CONTRACTS.md`` (processed dataset).
@@ -23,7 +23,7 @@ import scipy.sparse as sp
 from scjepa.data.genes import GeneSpace
 from scjepa.data.splits import donor_split
 from scjepa.errors import InputError
-from scjepa.io import atomic_path, read_h5ad
+from scjepa.io import CSRAppender, atomic_path, read_h5ad
 
 log = logging.getLogger(__name__)
 
@@ -168,12 +168,6 @@ def _open_matrix(f: h5py.File, raw, matrix: str, path):
     return X, var
 
 
-def _write_empty_csr(group: h5py.Group, name: str, n_vars: int) -> None:
-    from anndata.io import write_elem
-
-    write_elem(group, name, sp.csr_matrix((0, n_vars), dtype=np.float32))
-
-
 def preprocess(
     raw_path: str | Path,
     gene_space: GeneSpace,
@@ -186,7 +180,6 @@ def preprocess(
 ) -> dict:
     """Preprocess ``raw_path`` into ``out_path`` (atomic). Returns the provenance dict."""
     import anndata as ad
-    from anndata.io import sparse_dataset
     from tqdm.auto import tqdm
 
     raw_path, out_path = Path(raw_path), Path(out_path)
@@ -239,14 +232,9 @@ def preprocess(
             skeleton.uns["dataset"] = cfg.dataset
             skeleton.write_h5ad(tmp)
             with h5py.File(tmp, "a") as f:
-                if "X" in f:
-                    del f["X"]
-                _write_empty_csr(f, "X", n_vars)
                 has_counts = cfg.x_kind == "counts"
-                if has_counts:
-                    _write_empty_csr(f["layers"], "counts", n_vars)
-                X_out = sparse_dataset(f["X"])
-                C_out = sparse_dataset(f["layers"]["counts"]) if has_counts else None
+                X_out = CSRAppender(f, "X", n_vars)
+                C_out = CSRAppender(f["layers"], "counts", n_vars) if has_counts else None
                 bar = tqdm(total=n_obs, desc=f"preprocess {cfg.dataset}", unit="cells", disable=not progress)
                 for start, stop, block in _iter_rows(X_src, n_obs, cfg.chunk_size):
                     check_chunk(block, path=raw_path, start=start, x_kind=cfg.x_kind)

@@ -1096,7 +1096,7 @@ def write_h5ad_chunked(
     except ImportError:  # anndata < 0.11
         from anndata.experimental import sparse_dataset, write_elem
 
-    from scjepa.io import atomic_path
+    from scjepa.io import CSRAppender, atomic_path
 
     n = _check_n(n_cells)
     obs_parts, true_parts = [], []
@@ -1104,16 +1104,13 @@ def write_h5ad_chunked(
     first = None
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
-            # anndata creates the CSR datasets resizable (maxshape None), so they can be appended
-            ds_kw: dict[str, Any] = {"compression": compression} if compression else {}
+            # CSRAppender, not anndata's append: the latter's memory grows with every block
             for chunk in generate_chunks(kind, n, chunk_size=chunk_size, **kw):
                 X = sp.csr_matrix(chunk.X)
                 if first is None:
                     first = chunk
-                    write_elem(f, "X", X, dataset_kwargs=ds_kw)
-                    X_disk = sparse_dataset(f["X"])
-                else:
-                    X_disk.append(X)
+                    X_disk = CSRAppender(f, "X", X.shape[1], dtype=X.dtype, compression=compression)
+                X_disk.append(X)
                 obs_parts.append(chunk.obs)
                 true_parts.append(chunk.obsm["X_true"])
                 if "spatial" in chunk.obsm:
