@@ -107,6 +107,7 @@ class CSRAppender:
     Why not anndata's ``sparse_dataset(...).append``: measured here, its memory grows by about the size of
     every appended block (1.4 GB after 40 blocks of 10k x 2k), so it cannot give preprocessing a memory
     bound. This writer resizes the three datasets and writes the new rows: memory stays at one block.
+    Indices and indptr are both int64 (a 22M-cell corpus exceeds 2^31 non-zeros; mixed widths break sklearn).
     """
 
     def __init__(self, parent, name: str, n_cols: int, dtype=None, compression: str | None = None):
@@ -120,7 +121,7 @@ class CSRAppender:
         g.attrs["encoding-version"] = "0.1.0"
         g.attrs["shape"] = np.array([0, n_cols], dtype=np.int64)
         g.create_dataset("data", shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1 << 16,), compression=compression)
-        g.create_dataset("indices", shape=(0,), maxshape=(None,), dtype=np.int32, chunks=(1 << 16,),
+        g.create_dataset("indices", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(1 << 16,),
                          compression=compression)
         g.create_dataset("indptr", data=np.zeros(1, dtype=np.int64), maxshape=(None,), chunks=(1 << 14,))
         self.n_rows, self.nnz, self.n_cols = 0, 0, n_cols
