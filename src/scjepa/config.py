@@ -7,6 +7,7 @@ below surfaces before any job runs, naming the offending key.
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +166,7 @@ def schema_markdown() -> str:
             if "enum" in sub:
                 typ += ": " + " \\| ".join(map(str, sub["enum"]))
             default = "*required*" if key in node.get("required", []) else (
-                "`" + json_dumps(sub["default"]) + "`" if "default" in sub else "")
+                "`" + json.dumps(sub["default"]) + "`" if "default" in sub else "")
             rows.append((name, typ, default, " ".join(str(sub.get("description", "")).split())))
             if sub.get("properties"):
                 walk(sub, name + ".")
@@ -177,12 +178,6 @@ def schema_markdown() -> str:
     lines = ["| key | type | default | description |", "|---|---|---|---|"]
     lines += [f"| `{k}` | {t} | {d} | {desc} |" for k, t, d, desc in rows]
     return "\n".join(lines) + "\n"
-
-
-def json_dumps(v) -> str:
-    import json
-
-    return json.dumps(v)
 
 
 if __name__ == "__main__":  # python -m scjepa.config  -> the key reference in Markdown

@@ -162,13 +162,8 @@ def model_input(wildcards):
     return model_dir(wildcards.method)
 
 
-def spatial_reference_input(wildcards):
-    ref = DATASETS[wildcards.dataset].get("reference")
-    return [embedding_path(wildcards.method, ref)] if ref else []
-
-
 def curve_inputs(wildcards=None):
-    return [model_dir(m) for m in METHODS if method_entry(m)["family"] in scjepa_config.TORCH_FAMILIES]
+    return [model_dir(m) for m in torch_methods()]
 
 
 # ---- score targets --------------------------------------------------------------------------------
@@ -191,42 +186,6 @@ def score_paths(task, methods=None, datasets=None):
             else:
                 out.append(f"results/scores/{task}/{m}/{d}.json")
     return out
-
-
-def zero_shot_scores(wildcards=None):
-    return score_paths("zero_shot")
-
-
-def finetune_scores(wildcards=None):
-    return score_paths("finetune")
-
-
-def integration_scores(wildcards=None):
-    return score_paths("integration")
-
-
-def spatial_scores(wildcards=None):
-    return score_paths("spatial")
-
-
-def bridge_scores(wildcards=None):
-    return score_paths("bridge")
-
-
-def report_params():
-    """What the table/figure scripts need to lay out rows, columns and n/a cells."""
-    return {
-        "methods": METHODS,
-        "labels": {m: method_entry(m)["label"] for m in METHODS},
-        "serves": {m: method_entry(m)["serves"] for m in METHODS},
-        "families": {m: method_entry(m)["family"] for m in METHODS},
-        "ablation_of": {m: method_entry(m)["ablation_of"] for m in METHODS},
-        "datasets": {r: datasets_with_role(r) for r in scjepa_config.ROLE_TASKS},
-        "finetune_seeds": config["tasks"]["finetune"]["seeds"],
-        "integration_runs": config["tasks"]["integration"]["runs"],
-        "formats": config["report"]["formats"],
-        "dpi": config["report"]["dpi"],
-    }
 
 
 

@@ -115,11 +115,16 @@ class _Batches:
             return self.n_cells // self.batch_size
         return -(-self.n_cells // self.batch_size)
 
-    def _emit(self, X: sp.csr_matrix, y: np.ndarray, perm: np.ndarray) -> Iterator[dict]:
+    def _emit(self, X: sp.csr_matrix, y: np.ndarray, perm: np.ndarray, skip: list[int]) -> Iterator[dict]:
+        """Batches of ``perm``; the first ``skip[0]`` batches (shared across calls) are passed over
+        without densifying them."""
         for start in range(0, len(perm), self.batch_size):
             idx = perm[start : start + self.batch_size]
             if len(idx) < self.batch_size and self.drop_last:
                 return
+            if skip[0] > 0:
+                skip[0] -= 1
+                continue
             yield {"x": torch.from_numpy(X[idx].toarray()), "y": torch.from_numpy(y[idx])}
 
 
@@ -152,7 +157,7 @@ class StoreLoader(_Batches):
             raise InputError(f"split '{split}' has {self.n_cells} cells, fewer than one batch of "
                              f"{self.batch_size}", path=self.store_dir)
 
-    def _generate(self) -> Iterator[dict]:
+    def _generate(self, skip: list[int]) -> Iterator[dict]:
         rng = np.random.default_rng([self.seed, self.epoch])
         order = rng.permutation(len(self.shards)) if self.shuffle else np.arange(len(self.shards))
         carry_X, carry_y = None, None
@@ -174,13 +179,11 @@ class StoreLoader(_Batches):
                 perm = perm[:n_full]
             else:
                 carry_X = carry_y = None
-            yield from self._emit(X, y, perm)
+            yield from self._emit(X, y, perm, skip)
 
     def __iter__(self) -> Iterator[dict]:
-        skip, self._skip = self._skip, 0
-        gen = self._generate()
-        for _ in range(skip):
-            next(gen, None)
+        skip, self._skip = [self._skip], 0
+        gen = self._generate(skip)
         if self.prefetch <= 0:
             yield from gen
             return
@@ -232,9 +235,7 @@ class ArrayLoader(_Batches):
         self.epoch, self._skip = 0, 0
 
     def __iter__(self) -> Iterator[dict]:
-        skip, self._skip = self._skip, 0
+        skip, self._skip = [self._skip], 0
         rng = np.random.default_rng([self.seed, self.epoch])
         perm = rng.permutation(self.n_cells) if self.shuffle else np.arange(self.n_cells)
-        for i, b in enumerate(self._emit(self.X, self.y, perm)):
-            if i >= skip:
-                yield b
+        yield from self._emit(self.X, self.y, perm, skip)

@@ -96,32 +96,24 @@ def load_encoder(model_dir: str | os.PathLike):
 def align_genes(X, var_names, gene_ids, *, min_overlap: float = 0.5, what: str = "data"):
     """Reorder the columns of X (N, len(var_names)) to ``gene_ids``; genes the data lacks are zero.
 
-    Returns (X_aligned, coverage) with coverage = fraction of ``gene_ids`` found. Raises InputError when
-    coverage < min_overlap (naming the fraction) or var_names has duplicates.
+    Returns (X_aligned, coverage) with coverage = fraction of ``gene_ids`` found. The matching is the one
+    preprocessing uses (``scjepa.data.genes.GeneSpace.alignment``): InputError on duplicate ids, no
+    overlap, or coverage < min_overlap, naming ``what``.
     """
     import pandas as pd
     import scipy.sparse as sp
 
-    var_names = pd.Index([str(v) for v in var_names])
-    if var_names.has_duplicates:
-        dup = var_names[var_names.duplicated()][:5].tolist()
-        raise InputError(f"duplicate gene ids in var_names, e.g. {dup}", path=what)
-    gene_ids = pd.Index([str(g) for g in gene_ids])
-    if var_names.equals(gene_ids):
+    from scjepa.data.genes import GeneSpace
+
+    space = GeneSpace(gene_ids)
+    if pd.Index(np.asarray(var_names).astype(str)).equals(space.ids):
         return X, 1.0
-    src = var_names.get_indexer(gene_ids)  # for each model gene, its column in X (-1 = absent)
-    found = np.flatnonzero(src >= 0)
-    coverage = len(found) / max(len(gene_ids), 1)
-    if coverage < min_overlap:
-        raise InputError(f"only {coverage:.1%} of the model's {len(gene_ids)} genes are in the data "
-                         f"({len(found)} genes); at least {min_overlap:.0%} are required", path=what)
+    al = space.alignment(var_names, path=what, min_coverage=min_overlap)
     if sp.issparse(X):
-        P = sp.csr_matrix((np.ones(len(found), np.float32), (src[found], found)),
-                          shape=(X.shape[1], len(gene_ids)))
-        return (sp.csr_matrix(X) @ P).astype(np.float32), coverage
-    out = np.zeros((X.shape[0], len(gene_ids)), np.float32)
-    out[:, found] = np.asarray(X)[:, src[found]]
-    return out, coverage
+        return al.apply(X).astype(np.float32), al.coverage
+    out = np.zeros((X.shape[0], len(space)), np.float32)
+    out[:, al.dst_cols] = np.asarray(X)[:, al.src_cols]
+    return out, al.coverage
 
 
 def embed_adata(model_dir, adata, *, layer: str | None = None, min_overlap: float = 0.5) -> np.ndarray:

@@ -133,15 +133,14 @@ class ValKNN:
         return cls(val.X, val.obs["cell_type"].astype(object).to_numpy(), **kw)
 
     def score(self, encoder, batch_size: int = 2048) -> float:
-        from sklearn.metrics import f1_score
-        from sklearn.neighbors import KNeighborsClassifier
+        from scjepa.tasks.knn import knn_predict, score_annotation  # the one kNN scorer of every task
 
         sel = np.concatenate([self.ref, self.query])
         emb = encode_array(encoder, self.X[sel], batch_size)
         y = self.labels[sel].astype(str)
         n_ref = len(self.ref)
-        knn = KNeighborsClassifier(n_neighbors=min(self.k, n_ref)).fit(emb[:n_ref], y[:n_ref])
-        return float(f1_score(y[n_ref:], knn.predict(emb[n_ref:]), average="macro"))
+        pred = knn_predict(emb[:n_ref], y[:n_ref], emb[n_ref:], k=min(self.k, n_ref))
+        return float(score_annotation(y[n_ref:], pred)["macro_f1"])
 
 
 def _is_labelled(labels: np.ndarray) -> np.ndarray:

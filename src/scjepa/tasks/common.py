@@ -181,11 +181,9 @@ def read_score(path: str | os.PathLike) -> dict:
 
 def select_device(device: str | None = "auto") -> str:
     """'auto' (or None) -> 'cuda' where available, else 'cpu'; anything else is returned as given."""
-    if device in (None, "auto"):
-        import torch
+    from scjepa.methods.engine import resolve_device
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(device)
+    return str(resolve_device(device or "auto"))
 
 
 _LOGGING_SET_UP: dict = {}
