@@ -39,3 +39,7 @@ include: "workflow/rules/report.smk"
 
 check_methods_have_rules()
 check_method_hparams()
+
+
+onerror:
+    write_tables_after_failure()

@@ -115,3 +115,27 @@ def test_integration_figure_via_script(tmp_path):
     )
     runpy.run_path(str(SCRIPTS / "make_figures.py"), init_globals={"snakemake": smk})
     _written(tmp_path / "f2.png", tmp_path / "f2.pdf")
+
+
+def test_style_and_dpi_reach_the_figure(tmp_path):
+    import pytest
+    from PIL import Image
+
+    from scjepa.errors import InputError
+
+    curves = tmp_path / "scjepa"
+    curves.mkdir()
+    pd.DataFrame({"step": [0, 10], "epoch": [0, 0], "loss": [1.0, 0.5]}).to_csv(curves / "curve.csv", index=False)
+    try:
+        for name, style, dpi in (("a", {}, 50), ("b", {}, 100), ("c", {"axes.titlesize": 14}, 50)):
+            F.set_style(style, dpi)
+            F.fig4_training_dynamics({"scjepa": str(curves)}, png=tmp_path / f"{name}.png")
+        size = {n: Image.open(tmp_path / f"{n}.png").size for n in "abc"}
+        assert size["b"][0] == pytest.approx(2 * size["a"][0], rel=0.05)  # pixels scale with dpi
+        assert (tmp_path / "a.png").read_bytes() != (tmp_path / "c.png").read_bytes()  # the font size took
+        with pytest.raises(InputError, match="report.style.font.sise"):
+            F.set_style({"font.sise": 9})
+        with pytest.raises(InputError, match="report.style.font.size"):
+            F.set_style({"font.size": "huge-ish"})
+    finally:
+        F.set_style()

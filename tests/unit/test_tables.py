@@ -130,3 +130,21 @@ def test_make_tables_script_treats_missing_files_as_failed(tmp_path):
     runpy.run_path(str(SCRIPTS / "make_tables.py"), init_globals={"snakemake": smk})
     assert Path(out["csv"]).read_bytes() == first
     assert "**" in Path(out["md"]).read_text() and "\\begin{tabular}" in Path(out["tex"]).read_text()
+
+
+def test_render_rule_after_failure_says_so(tmp_path):
+    paths = []
+    for r in _records():
+        p = tmp_path / r["task"] / r["method"] / f"pbmc_{r['seed']}.json"
+        write_score(r, p)
+        paths.append(str(p))
+    out = SimpleNamespace(md=str(tmp_path / "t.md"), csv=str(tmp_path / "t.csv"), tex=None)
+    params = SimpleNamespace(table="table1_in_distribution", methods=METHODS, datasets=["pbmc"], seeds=[0, 1, 2],
+                             na=None, row_labels=None, dataset_labels=None, digits=None, probe=None)
+    t = T.render_rule(SimpleNamespace(scores=paths + [str(tmp_path / "gone.json")]), params, out, after_failure=True)
+    assert T.KEEP_GOING_NOTE in t.notes and "--keep-going" in Path(out.md).read_text()
+    assert not (tmp_path / "t.tex").exists()
+    T.render_rule(SimpleNamespace(scores=paths), params, out)
+    assert "--keep-going" not in Path(out.md).read_text()
+    with pytest.raises(ValueError, match="params.table"):
+        T.render_rule(SimpleNamespace(scores=paths), SimpleNamespace(**{**vars(params), "table": "nope"}), out)

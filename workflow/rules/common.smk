@@ -319,6 +319,15 @@ def bridge_figure_samples(wildcards):
     return [f"results/scores/bridge/{m}/{wildcards.dataset}.samples.npz" for m in task_methods("bridge")]
 
 
+def library_file(module):
+    """Absolute path of a library module, declared as an input of the rules it draws or renders, so
+    that editing e.g. the figure style in ``scjepa/report/figures.py`` redraws the figures (and nothing
+    upstream)."""
+    import importlib
+
+    return str(Path(importlib.import_module(module).__file__).resolve())
+
+
 def table_files(name):
     return [f"results/tables/{name}.{ext}" for ext in ("md", "csv", "tex")]
 
@@ -353,3 +362,33 @@ def script_path(name):
 
 ENV = str(WORKFLOW_DIR / "envs" / "scjepa.yaml")
 CENSUS_ENV = str(WORKFLOW_DIR / "envs" / "census.yaml")
+
+
+def write_tables_after_failure():
+    """Under --keep-going, write every table that could not run because an upstream job failed.
+
+    Called from the Snakefile's ``onerror`` handler once all runnable jobs have finished. Each
+    unfinished table job is rendered by the same library code as the ``table_*`` rules, with its
+    missing score records as ``failed`` cells, so one failing method does not cost the others their
+    tables. The files get an old modification time: Snakemake sees them as outdated and the next run
+    rebuilds them from complete inputs. The run still exits non-zero.
+    """
+    import logging
+    import os
+
+    from scjepa.report.tables import render_rule
+
+    if not workflow.execution_settings.keep_going or workflow.dag is None:
+        return
+    log = logging.getLogger("snakemake.logging")
+    for job in list(workflow.dag.needrun_jobs()):
+        if not job.rule.name.startswith("table_"):
+            continue
+        try:
+            render_rule(job.input, job.params, job.output, after_failure=True)
+        except Exception as exc:  # the table job itself is what failed: nothing more to do here
+            log.error(f"--keep-going: could not write {list(job.output)} after the failure: {exc}")
+            continue
+        for out in job.output:
+            os.utime(out, (0, 0))  # outdated on purpose: rebuilt by the next run
+        log.warning(f"--keep-going: wrote {job.output[0]} with 'failed' cells for the jobs that failed")

@@ -6,6 +6,7 @@
 rule table_in_distribution:
     """Table 1: zero-shot kNN and fine-tuned annotation on in-distribution datasets."""
     input:
+        code=library_file("scjepa.report.tables"),
         scores=table_scores("in_distribution"),
     output:
         md=report("results/tables/table1_in_distribution.md", category="Tables", caption="../report/table1.rst"),
@@ -34,6 +35,7 @@ rule table_in_distribution:
 rule table_out_of_distribution:
     """Tables 2-3 of the paper: the same on out-of-distribution datasets."""
     input:
+        code=library_file("scjepa.report.tables"),
         scores=table_scores("out_of_distribution"),
     output:
         md=report("results/tables/table2_out_of_distribution.md", category="Tables", caption="../report/table2.rst"),
@@ -62,6 +64,7 @@ rule table_out_of_distribution:
 rule table_spatial:
     """Spatial transfer: zero-shot within the tissue, fine-tuned, cross-platform from a dissociated reference."""
     input:
+        code=library_file("scjepa.report.tables"),
         scores=table_scores("spatial"),
     output:
         md=report("results/tables/table3_spatial.md", category="Tables", caption="../report/table3.rst"),
@@ -89,6 +92,7 @@ rule table_spatial:
 rule table_ablation:
     """Table 4: scJEPA ablations (w/o reconstruction, w/o LeJEPA, 2 global views, SIGReg window)."""
     input:
+        code=library_file("scjepa.report.tables"),
         scores=table_scores("ablation"),
     output:
         md=report("results/tables/table4_ablation.md", category="Tables", caption="../report/table4.rst"),
@@ -117,6 +121,7 @@ rule table_ablation:
 rule table_integration:
     """scIB bio-conservation, batch correction and total (mean ± sd over runs)."""
     input:
+        code=library_file("scjepa.report.tables"),
         scores=table_scores("integration"),
     output:
         md=report("results/tables/table_integration.md", category="Tables", caption="../report/table_integration.rst"),
@@ -144,6 +149,7 @@ rule table_integration:
 rule table_bridge:
     """Bridge benchmark: one table per readout (W1 vs McCann, fate accuracy, perturbation r²)."""
     input:
+        code=library_file("scjepa.report.tables"),
         scores=table_scores("bridge"),
     output:
         md=report("results/tables/table_bridge_{readout}.md", category="Tables", caption="../report/table_bridge.rst"),
@@ -178,12 +184,15 @@ rule table_bridge:
 rule figure_integration:
     """Fig. 2: scIB scores per method, boxplots over runs."""
     input:
+        code=library_file("scjepa.report.figures"),
         scores=table_scores("integration"),
     output:
         png=report("results/figures/fig2_integration.png", category="Figures", caption="../report/fig2.rst"),
         pdf="results/figures/fig2_integration.pdf",
     params:
         figure="integration",
+        style=config["report"]["style"],
+        dpi=config["report"]["dpi"],
         methods=task_methods("integration"),
         row_labels=method_labels(),
     log:
@@ -201,6 +210,7 @@ rule figure_integration:
 rule figure_spatial:
     """Fig. 3: the tissue coloured by true and transferred cell types; F1 per method."""
     input:
+        code=library_file("scjepa.report.figures"),
         scores=spatial_figure_scores,
         predictions=spatial_figure_predictions,
     output:
@@ -208,6 +218,8 @@ rule figure_spatial:
         pdf="results/figures/fig3_spatial_{dataset}.pdf",
     params:
         figure="spatial",
+        style=config["report"]["style"],
+        dpi=config["report"]["dpi"],
         methods=task_methods("spatial"),
         dataset="{dataset}",
         row_labels=method_labels(),
@@ -226,12 +238,15 @@ rule figure_spatial:
 rule figure_training_dynamics:
     """Fig. 4: each loss term and the val kNN macro-F1 against steps, per torch method."""
     input:
+        code=library_file("scjepa.report.figures"),
         curves=curve_inputs(),
     output:
         png=report("results/figures/fig4_training_dynamics.png", category="Figures", caption="../report/fig4.rst"),
         pdf="results/figures/fig4_training_dynamics.pdf",
     params:
         figure="training_dynamics",
+        style=config["report"]["style"],
+        dpi=config["report"]["dpi"],
         methods=torch_methods(),
         row_labels=method_labels(),
     log:
@@ -249,12 +264,15 @@ rule figure_training_dynamics:
 rule figure_bridge:
     """Bridge paths: each method's latent with snapshots and sampled Schrödinger-bridge paths."""
     input:
+        code=[library_file("scjepa.report.figures"), library_file("scjepa.report.bridge_figures")],
         samples=bridge_figure_samples,
     output:
         png=report("results/figures/fig5_bridge_{dataset}.png", category="Figures", caption="../report/fig5.rst"),
         pdf="results/figures/fig5_bridge_{dataset}.pdf",
     params:
         methods=task_methods("bridge"),
+        style=config["report"]["style"],
+        dpi=config["report"]["dpi"],
         row_labels=method_labels(),
     log:
         "logs/report/figure_bridge_{dataset}.log",

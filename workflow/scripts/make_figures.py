@@ -17,6 +17,8 @@ Snakemake interface (``params.figure`` picks the figure):
         params: methods
     every figure:
         params: row_labels   optional dict method -> display name
+                style        optional dict of matplotlib rcParams (config report.style)
+                dpi          optional PNG resolution (config report.dpi)
         output: png, pdf
         log:    optional, one file
 """
@@ -33,6 +35,7 @@ def _as_list(x):
 def main(snakemake):
     setup_script_logging(snakemake)
     p, inp, out = snakemake.params, snakemake.input, snakemake.output
+    F.set_style(smk_get(p, "style"), smk_get(p, "dpi"))
     which = smk_get(p, "figure")
     methods = list(p.methods)
     labels = smk_get(p, "row_labels")

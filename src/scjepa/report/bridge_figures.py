@@ -21,7 +21,8 @@ from typing import Mapping
 
 import numpy as np
 
-from scjepa.report.figures import STYLE, save_figure
+from scjepa.report import figures as _figures
+from scjepa.report.figures import save_figure
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def plot_bridge_paths(samples_files: Mapping[str, str | os.PathLike], out_png=No
     n = len(loaded)
     ncols = min(4, n)
     nrows = math.ceil(n / ncols)
-    with matplotlib.rc_context(STYLE):
+    with matplotlib.rc_context(_figures._ACTIVE):  # the style set by figures.set_style
         fig = Figure(figsize=(2.5 * ncols + 0.9, 2.35 * nrows + (0.3 if title else 0)), layout="constrained")
         axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
         if good:

@@ -38,6 +38,32 @@ STYLE = {
     "pdf.fonttype": 42,  # TrueType: editable text in vector editors
     "svg.fonttype": "none",
 }
+_ACTIVE: dict = {**STYLE, "savefig.dpi": 300}
+
+
+def set_style(overrides: Mapping | None = None, dpi: int | None = None) -> dict:
+    """The style of the figures drawn next: the house :data:`STYLE`, then ``overrides``.
+
+    ``overrides`` are matplotlib rcParams (the config's ``report.style``, e.g. ``{"font.size": 9}``);
+    ``dpi`` is the PNG resolution (``report.dpi``). An unknown key or a bad value raises
+    :class:`InputError` naming ``report.style.<key>``. Returns the active rcParams overrides.
+    """
+    import matplotlib
+
+    active = {**STYLE, "savefig.dpi": 300 if dpi is None else int(dpi)}
+    for key, value in (overrides or {}).items():
+        validator = matplotlib.rcParams.validate.get(key)
+        if validator is None:
+            raise InputError(f"'{key}' is not a matplotlib rcParam", key=f"report.style.{key}")
+        try:
+            active[key] = validator(value)
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"bad value {value!r}: {exc}", key=f"report.style.{key}") from None
+    _ACTIVE.clear()
+    _ACTIVE.update(active)
+    return dict(active)
+
+
 AGGREGATE_METRICS = (
     ("bio_conservation", "Bio conservation"),
     ("batch_correction", "Batch correction"),
@@ -58,11 +84,15 @@ def _method_colors(methods: Sequence[str]) -> dict[str, tuple]:
     return {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
 
 
-def save_figure(fig, *, png=None, pdf=None, dpi: int = 300) -> None:
-    """Write the figure atomically as PNG and/or PDF (no timestamps in the metadata)."""
+def save_figure(fig, *, png=None, pdf=None, dpi: int | None = None) -> None:
+    """Write the figure atomically as PNG and/or PDF (no timestamps in the metadata).
+
+    ``dpi`` defaults to the active style's (:func:`set_style`).
+    """
     import matplotlib
 
-    with matplotlib.rc_context(STYLE):
+    dpi = _ACTIVE["savefig.dpi"] if dpi is None else dpi
+    with matplotlib.rc_context(_ACTIVE):
         if png:
             with atomic_path(png) as tmp:
                 fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
@@ -102,7 +132,7 @@ def fig2_integration(
         raise ValueError("no integration records and no datasets given")
     colors = _method_colors(methods)
     labels = [str((row_labels or {}).get(m, m)) for m in methods]
-    with matplotlib.rc_context(STYLE):
+    with matplotlib.rc_context(_ACTIVE):
         fig = _figure(2.4 * len(AGGREGATE_METRICS) + 0.4, 2.3 * len(datasets) + 0.3)
         axes = fig.subplots(len(datasets), len(AGGREGATE_METRICS), squeeze=False)
         rng = np.random.default_rng(0)  # jitter only
@@ -212,7 +242,7 @@ def fig3_spatial(
     ]
     best = max(scored)[1] if scored else None
     labels = {m: str((row_labels or {}).get(m, m)) for m in methods}
-    with matplotlib.rc_context(STYLE):
+    with matplotlib.rc_context(_ACTIVE):
         fig = _figure(10.0, 3.4)
         gs = fig.add_gridspec(1, 3, width_ratios=[1, 1, 1.25])
         ax_true, ax_pred, ax_bar = fig.add_subplot(gs[0]), fig.add_subplot(gs[1]), fig.add_subplot(gs[2])
@@ -357,7 +387,7 @@ def fig4_training_dynamics(
     panels = terms + ["val_knn_macro_f1"]
     nrows = math.ceil(len(panels) / 4)
     ncols = math.ceil(len(panels) / nrows)
-    with matplotlib.rc_context(STYLE):
+    with matplotlib.rc_context(_ACTIVE):
         fig = _figure(2.5 * ncols + 0.3, 2.1 * nrows + 0.4)
         axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
         for ax, col in zip(axes, panels):

@@ -474,3 +474,64 @@ def write_table(table: Table, *, md=None, csv=None, tex=None) -> None:
         write_text(to_csv(table), csv)
     if tex:
         write_text(to_latex(table), tex)
+
+
+# --------------------------------------------------------------------------- rule entry point
+
+TABLES = ("table1_in_distribution", "table2_out_of_distribution", "table3_spatial", "table4_ablation",
+          "table_integration", "generic")
+KEEP_GOING_NOTE = (
+    "Written after failed jobs (--keep-going): 'failed' cells have no score record; see logs/ for the failing "
+    "rule. The next run rebuilds this table."
+)
+
+
+def render_rule(inputs, params, outputs, *, after_failure: bool = False) -> Table:
+    """Build and write one table from a Snakemake rule's ``input``/``params``/``output``.
+
+    Used by ``workflow/scripts/make_tables.py`` (a normal job) and by the workflow's ``onerror``
+    handler under ``--keep-going`` (``after_failure=True``: missing records render ``failed`` and the
+    table says it was written after failures). ``params`` keys are documented in the script.
+    """
+    from scjepa.tasks.common import smk_get
+
+    paths = inputs.scores
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    records = load_records(paths)
+    which = smk_get(params, "table")
+    methods, datasets = list(params.methods), list(params.datasets)
+    common = dict(
+        na=list(smk_get(params, "na", []) or []),
+        seeds=smk_get(params, "seeds"),
+        row_labels=smk_get(params, "row_labels"),
+        dataset_labels=smk_get(params, "dataset_labels"),
+        digits=int(smk_get(params, "digits", 3)),
+    )
+    probe = bool(smk_get(params, "probe", False))
+    if which in ("table1_in_distribution", "table2_out_of_distribution", "table4_ablation"):
+        table = globals()[which](records, methods, datasets, probe=probe, **common)
+    elif which in ("table3_spatial", "table_integration"):
+        table = globals()[which](records, methods, datasets, **common)
+    elif which == "generic":
+        table = make_table(
+            records,
+            methods,
+            datasets,
+            params.metric,
+            task=smk_get(params, "task"),
+            name=smk_get(params, "name", "table"),
+            caption=smk_get(params, "caption", ""),
+            na=common["na"],
+            higher_is_better=bool(smk_get(params, "higher_is_better", True)),
+            metric_label=smk_get(params, "metric_label"),
+            row_labels=common["row_labels"],
+            col_labels=common["dataset_labels"],
+            expected_seeds=common["seeds"],
+            digits=common["digits"],
+        )
+    else:
+        raise ValueError(f"params.table must be one of {TABLES}, got {which!r}")
+    if after_failure:
+        table.notes.append(KEEP_GOING_NOTE)
+    write_table(table, md=smk_get(outputs, "md"), csv=smk_get(outputs, "csv"), tex=smk_get(outputs, "tex"))
+    return table
