@@ -28,7 +28,7 @@ import scipy.sparse as sp
 import torch
 
 from scjepa.errors import InputError
-from scjepa.io import atomic_path, read_h5ad
+from scjepa.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -41,53 +41,174 @@ def build_store(
     splits: Sequence[str] = ("train", "val"),
     label_column: str = "cell_type",
     seed: int = 0,
+    chunk_size: int | None = None,
     progress: bool = True,
 ) -> dict:
-    """Write the store from a processed dataset (read backed: memory bounded by one shard)."""
+    """Write the store from a processed dataset, in memory bounded by one chunk and one shard.
+
+    Cells are dealt to shards as ``rng = default_rng(seed)``; per split, its rows in the permuted
+    order ``rows[rng.permutation(len(rows))]`` cut into ``shard_size`` runs. Two passes:
+
+    1. read the file (backed) in contiguous chunks of ``chunk_size`` rows (default ``shard_size``)
+       and append every row to the on-disk pieces of its destination shard (in the temporary
+       directory), in file order;
+    2. per shard, read its pieces back, put its rows in the shuffled order and write the shard.
+
+    The shards are the same, array for array, as those of the former one-pass build, which read each
+    shard with one fancy-indexed read of ``anndata.read_h5ad(backed="r")``: that read spans the
+    shard's first to last row (most of the file for a random sample; 5x slower at 1M cells), and
+    opening the file that way loads ``layers`` and obs whole (3.6 GB peak at 1M cells x 2,000 genes,
+    ``benchmarks/RESULTS.md``). Memory here is one chunk, one shard and a few bytes per cell (label
+    and split codes, the shard assignment): 415 MB at 1M x 2,000, 0.7 GB at 1M x 19,331.
+    """
     from tqdm.auto import tqdm
 
+    shard_size = int(shard_size)
+    chunk_size = shard_size if chunk_size is None else int(chunk_size)
+    if shard_size < 1 or chunk_size < 1:
+        raise ValueError(f"shard_size and chunk_size must be >= 1 (got {shard_size}, {chunk_size})")
     processed_h5ad, out_dir = Path(processed_h5ad), Path(out_dir)
-    adata = read_h5ad(processed_h5ad, backed="r")
+    src = _BackedX(processed_h5ad)
     try:
-        if label_column not in adata.obs:
+        if label_column not in src.columns:
             raise InputError("label column missing", path=processed_h5ad, column=label_column)
-        if "split" not in adata.obs:
+        if "split" not in src.columns:
             raise InputError("no 'split' column: was it preprocessed?", path=processed_h5ad, column="split")
-        labels = adata.obs[label_column].astype("category")
+        labels = src.obs_column(label_column).astype("category")
         classes = [str(c) for c in labels.cat.categories]
         codes = labels.cat.codes.to_numpy().astype(np.int64)
-        split_col = adata.obs["split"].astype(str).to_numpy()
-        meta = {"n_genes": int(adata.n_vars), "classes": classes, "label_column": label_column,
-                "shard_size": int(shard_size), "seed": int(seed), "source": str(processed_h5ad), "splits": {}}
+        # split membership through category codes: no per-cell Python strings
+        split_cat = src.obs_column("split").astype("category")
+        split_codes = split_cat.cat.codes.to_numpy()
+        split_names = [str(c) for c in split_cat.cat.categories]
+        n_obs, n_genes = src.shape
+        meta = {"n_genes": n_genes, "classes": classes, "label_column": label_column,
+                "shard_size": shard_size, "seed": int(seed), "source": str(processed_h5ad), "splits": {}}
+
+        # the assignment: shard s = (split, i, rows in shuffled order); dest[row] = s (-1: no split)
         rng = np.random.default_rng(seed)
+        plan: list[tuple[str, int, np.ndarray]] = []
+        dest = np.full(n_obs, -1, dtype=np.int32 if n_obs < 2**31 else np.int64)
+        for split in splits:
+            match = [j for j, name in enumerate(split_names) if name == split]
+            rows = np.flatnonzero(np.isin(split_codes, match))
+            rows = rows[rng.permutation(len(rows))]
+            shards = []
+            for i, start in enumerate(range(0, len(rows), shard_size)):
+                idx = rows[start : start + shard_size]
+                dest[idx] = len(plan)
+                plan.append((split, i, idx))
+                shards.append({"file": f"{split}/shard_{i:05d}.npz", "n": int(len(idx))})
+            meta["splits"][split] = {"n_cells": int(len(rows)), "shards": shards}
+        n_assigned = sum(len(idx) for _, _, idx in plan)
+
         with atomic_path(out_dir, is_dir=True) as tmp:
-            (tmp / "genes.txt").write_text("\n".join(map(str, adata.var_names)) + "\n")
+            (tmp / "genes.txt").write_text("\n".join(map(str, src.var_names())) + "\n")
+            pieces = tmp / ".pieces"
+            pieces.mkdir()
+
+            # pass 1: contiguous chunks, rows scattered to their shard's pieces (file order kept)
+            bar = tqdm(total=n_obs, desc="store: scatter", unit="cells", disable=not progress)
+            for start in range(0, n_obs, chunk_size):
+                end = min(start + chunk_size, n_obs)
+                d = dest[start:end]
+                keep = np.flatnonzero(d >= 0)
+                if len(keep):
+                    order = keep[np.argsort(d[keep], kind="stable")]  # by shard, file order within
+                    block = sp.csr_matrix(src.X[start:end])[order]
+                    data = block.data.astype(np.float32, copy=False)
+                    indices = block.indices.astype(np.int32, copy=False)
+                    nnz = np.diff(block.indptr).astype(np.int32)
+                    ids, first = np.unique(d[order], return_index=True)
+                    bounds = np.append(first, len(order))
+                    for s, a, b in zip(ids, bounds[:-1], bounds[1:]):
+                        lo, hi = block.indptr[a], block.indptr[b]
+                        _append(pieces / f"{s}.data", data[lo:hi])
+                        _append(pieces / f"{s}.indices", indices[lo:hi])
+                        _append(pieces / f"{s}.nnz", nnz[a:b])
+                bar.update(end - start)
+            bar.close()
+
+            # pass 2: one shard at a time, rows back in the shuffled order
             for split in splits:
-                rows = np.flatnonzero(split_col == split)
-                rows = rows[rng.permutation(len(rows))]
                 (tmp / split).mkdir()
-                shards = []
-                bar = tqdm(total=len(rows), desc=f"store {split}", unit="cells", disable=not progress)
-                for i, start in enumerate(range(0, len(rows), shard_size)):
-                    idx = rows[start : start + shard_size]
-                    order = np.argsort(idx)  # backed reads want increasing indices
-                    block = adata.X[idx[order]]
-                    block = sp.csr_matrix(block, dtype=np.float32)
-                    inv = np.empty_like(order)
-                    inv[order] = np.arange(len(order))
-                    block = block[inv]  # back to the shuffled order
-                    name = f"{split}/shard_{i:05d}.npz"
-                    np.savez(tmp / name, data=block.data, indices=block.indices, indptr=block.indptr,
-                             shape=np.asarray(block.shape), labels=codes[idx])
-                    shards.append({"file": name, "n": int(len(idx))})
-                    bar.update(len(idx))
-                bar.close()
-                meta["splits"][split] = {"n_cells": int(len(rows)), "shards": shards}
+            bar = tqdm(total=n_assigned, desc="store: shards", unit="cells", disable=not progress)
+            for s, (split, i, idx) in enumerate(plan):
+                nnz = np.fromfile(pieces / f"{s}.nnz", dtype=np.int32)
+                if len(nnz) != len(idx):
+                    raise RuntimeError(f"shard {split}/{i}: {len(nnz)} rows in its pieces, expected {len(idx)}")
+                indptr = np.zeros(len(idx) + 1, dtype=np.int64)
+                np.cumsum(nnz, out=indptr[1:])
+                block = sp.csr_matrix((np.fromfile(pieces / f"{s}.data", dtype=np.float32),
+                                       np.fromfile(pieces / f"{s}.indices", dtype=np.int32), indptr),
+                                      shape=(len(idx), n_genes))
+                order = np.argsort(idx)  # the pieces hold the shard's rows in file (= sorted) order
+                inv = np.empty_like(order)
+                inv[order] = np.arange(len(order))
+                block = block[inv]  # back to the shuffled order
+                np.savez(tmp / f"{split}/shard_{i:05d}.npz", data=block.data, indices=block.indices,
+                         indptr=block.indptr, shape=np.asarray(block.shape), labels=codes[idx])
+                for ext in ("nnz", "data", "indices"):
+                    (pieces / f"{s}.{ext}").unlink()
+                bar.update(len(idx))
+            bar.close()
+            pieces.rmdir()
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         return meta
     finally:
-        if getattr(adata, "file", None) is not None:
-            adata.file.close()
+        src.close()
+
+
+class _BackedX:
+    """A processed h5ad opened for the store: ``X`` backed (sliced by rows), obs columns and var names
+    read one by one on demand.
+
+    Not ``anndata.read_h5ad(backed="r")``: that backs only X and reads everything else whole, including
+    ``layers["counts"]`` (as large as X: 3 GB at 1M cells x 2,000 genes) and the obs index.
+    """
+
+    def __init__(self, path: Path):
+        import h5py
+
+        try:
+            from anndata.io import read_elem, sparse_dataset
+        except ImportError:  # anndata < 0.11
+            from anndata.experimental import read_elem, sparse_dataset
+        self.path, self._read_elem = path, read_elem
+        if not path.exists():
+            raise InputError("does not exist", path=path)
+        try:
+            self.file = h5py.File(path, "r")
+        except Exception as exc:
+            raise InputError(f"cannot be read as h5ad ({type(exc).__name__}: {exc}); is it truncated or corrupt?",
+                             path=path) from exc
+        try:
+            x = self.file["X"]
+            self.X = sparse_dataset(x) if isinstance(x, h5py.Group) else x
+            self.shape = tuple(int(v) for v in self.X.shape)
+            self.columns = [str(c) for c in self.file["obs"].attrs.get("column-order", [])]
+        except Exception as exc:
+            self.file.close()
+            raise InputError(f"cannot be read as h5ad ({type(exc).__name__}: {exc}); is it truncated or corrupt?",
+                             path=path) from exc
+
+    def obs_column(self, name: str):
+        import pandas as pd
+
+        return pd.Series(self._read_elem(self.file["obs"][name]))
+
+    def var_names(self):
+        var = self.file["var"]
+        return self._read_elem(var[var.attrs["_index"]])
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _append(path: Path, arr: np.ndarray) -> None:
+    """Append raw bytes (opened per call: the number of shards does not bound open files)."""
+    with open(path, "ab") as fh:
+        arr.tofile(fh)
 
 
 def _load_shard(path: Path) -> tuple[sp.csr_matrix, np.ndarray]:
