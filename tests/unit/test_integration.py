@@ -138,3 +138,18 @@ def test_script_does_several_runs_in_one_job(tmp_path, monkeypatch):
     runpy.run_path(str(SCRIPTS / "score_integration.py"), init_globals={"snakemake": smk})
     assert calls == [0, 1, 2]
     assert [json.loads(o.read_text())["seed"] for o in outs] == [0, 1, 2]
+
+
+def test_scib_diffusion_eigenvectors_are_seeded():
+    """scib-metrics' kBET calls eigsh without a start vector (random in SciPy >= 1.15): ours is seeded."""
+    import scipy.sparse as sp
+    import scipy.sparse.linalg as sla
+
+    from scjepa.tasks.integration import _deterministic_scib
+
+    A = sp.diags(np.r_[np.ones(4), np.linspace(0.1, 0.5, 40)]).tocsr()  # a 4-fold eigenvalue: vectors depend on v0
+    with _deterministic_scib(exact=False):
+        _, v1 = sla.eigsh(A, k=4)
+        _, v2 = sla.eigsh(A, k=4)
+    np.testing.assert_array_equal(v1, v2)
+    assert sla.eigsh.__name__ == "eigsh"  # restored

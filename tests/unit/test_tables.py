@@ -102,12 +102,17 @@ def test_integration_table_mean_sd():
     assert T.to_csv(t).splitlines()[2] == "scvi,failed,failed,failed"
 
 
-def test_make_tables_script_treats_missing_files_as_failed(tmp_path):
+def _written_records(tmp_path) -> list[str]:
     paths = []
     for r in _records():
         p = tmp_path / r["task"] / r["method"] / f"pbmc_{r['seed']}.json"
         write_score(r, p)
         paths.append(str(p))
+    return paths
+
+
+def test_make_tables_script_treats_missing_files_as_failed(tmp_path):
+    paths = _written_records(tmp_path)
     paths.append(str(tmp_path / "finetune" / "supervised" / "lung_0.json"))  # the job failed: no file
     out = {k: str(tmp_path / f"t1.{k}") for k in ("md", "csv", "tex")}
     smk = SimpleNamespace(
@@ -133,11 +138,7 @@ def test_make_tables_script_treats_missing_files_as_failed(tmp_path):
 
 
 def test_render_rule_after_failure_says_so(tmp_path):
-    paths = []
-    for r in _records():
-        p = tmp_path / r["task"] / r["method"] / f"pbmc_{r['seed']}.json"
-        write_score(r, p)
-        paths.append(str(p))
+    paths = _written_records(tmp_path)
     out = SimpleNamespace(md=str(tmp_path / "t.md"), csv=str(tmp_path / "t.csv"), tex=None)
     params = SimpleNamespace(table="table1_in_distribution", methods=METHODS, datasets=["pbmc"], seeds=[0, 1, 2],
                              na=None, row_labels=None, dataset_labels=None, digits=None, probe=None)

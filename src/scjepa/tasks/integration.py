@@ -89,29 +89,38 @@ def exact_neighbors(X: np.ndarray, k: int):
 
 
 @contextlib.contextmanager
-def _exact_search_inside_scib(enabled: bool):
-    """Route scib-metrics' internal approximate search (pynndescent) to exact search.
+def _deterministic_scib(exact: bool, seed: int = 0):
+    """Make scib-metrics' internals deterministic (and fast where exact search is affordable).
 
-    kBET-per-label re-embeds each label's subgraph with diffusion maps and searches neighbours
-    there with ``scib_metrics.nearest_neighbors.pynndescent``, whose numba compilation costs
-    about two minutes per process on a laptop CPU, whatever the data size. For the data sizes
-    where we use exact search anyway, exact neighbours are what pynndescent approximates.
+    - kBET-per-label re-embeds each label's subgraph with diffusion maps, whose eigenvectors come from
+      ``scipy.sparse.linalg.eigsh`` without a start vector: SciPy >= 1.15 then draws one from fresh OS
+      entropy, so the same data gave kBET scores differing by up to 0.02 between processes (measured).
+      Inside this context ``eigsh`` gets a seeded start vector when the caller passes none (what
+      scanpy's own diffusion map does).
+    - With ``exact``, scib-metrics' internal approximate search (pynndescent, also used in those
+      diffusion embeddings; its numba compilation costs about two minutes per process on a laptop
+      CPU) is routed to exact search, which is what pynndescent approximates.
     """
+    import scipy.sparse.linalg as sla
     import scib_metrics.nearest_neighbors as nn_mod
 
-    if not enabled:
-        yield
-        return
-    original = nn_mod.pynndescent
+    original_eigsh, original_nn = sla.eigsh, nn_mod.pynndescent
 
-    def exact(X, n_neighbors, random_state=0, n_jobs=1):  # pynndescent's signature
+    def seeded_eigsh(A, *args, **kwargs):
+        if kwargs.get("v0") is None and kwargs.get("rng") is None and len(args) < 5:
+            kwargs["v0"] = np.random.default_rng(seed).uniform(-1.0, 1.0, size=A.shape[0])
+        return original_eigsh(A, *args, **kwargs)
+
+    def exact_search(X, n_neighbors, random_state=0, n_jobs=1):  # pynndescent's signature
         return exact_neighbors(np.asarray(X), min(int(n_neighbors), len(X)))
 
-    nn_mod.pynndescent = exact
+    sla.eigsh = seeded_eigsh
+    if exact:
+        nn_mod.pynndescent = exact_search
     try:
         yield
     finally:
-        nn_mod.pynndescent = original
+        sla.eigsh, nn_mod.pynndescent = original_eigsh, original_nn
 
 
 def scib_scores(
@@ -162,7 +171,7 @@ def scib_scores(
     use_exact = cfg.neighbors == "exact" or (cfg.neighbors == "auto" and n <= cfg.exact_max_cells)
     if cfg.neighbors not in ("exact", "pynndescent", "auto"):
         raise InputError(f"neighbors must be exact, pynndescent or auto, got {cfg.neighbors!r}", key="neighbors")
-    with _exact_search_inside_scib(use_exact):
+    with _deterministic_scib(use_exact):
         bm.prepare(neighbor_computer=exact_neighbors if use_exact else None)
         bm.benchmark()
     df = bm.get_results(min_max_scale=False, clean_names=False)
