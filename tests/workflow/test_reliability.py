@@ -255,13 +255,13 @@ def _row(csv: Path, label: str) -> str:
 
 def test_another_seed_gives_other_numbers(tiny_run, tmp_path):
     """Same seed, same bytes is checked by the fault-injection run (and the --keep-going run); here: a
-    different seed changes the split and the training, so the rows differ."""
+    different seed changes the training (initialisation, views, batches), so scJEPA's row differs.
+    PCA's row may not: the datasets carry their own seeds and the PCA fit is deterministic."""
     target = "results/tables/table1_in_distribution.csv"
     work = tmp_path / "seed1"
     snakemake("-d", work, "--configfile", TINY, "--config", "methods=[pca,scjepa]", "seed=1", "--cores", "2",
               target, cwd=ROOT)
-    for m in ("PCA", "scJEPA"):
-        assert _row(work / target, m) != _row(tiny_run / target, m), m
+    assert _row(work / target, "scJEPA") != _row(tiny_run / target, "scJEPA")
 
 
 # --------------------------------------------------------------------------- rerun scope
