@@ -34,3 +34,28 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []
     write_json({"b": 1, "a": np.int64(2)}, tmp_path / "ok.json")
     assert (tmp_path / "ok.json").read_text() == '{\n  "a": 2,\n  "b": 1\n}\n'
+
+
+def test_rule_log_takes_logging_stderr_and_the_failure(tmp_path):
+    import logging
+    import sys
+
+    from scjepa.logs import rule_log, start_rule_log, stop_rule_log
+
+    path = tmp_path / "logs" / "rule.log"
+    err = sys.stderr
+    with pytest.raises(RuntimeError):
+        with rule_log(path) as log:
+            log.info("hello")
+            print("a progress bar", file=sys.stderr)
+            raise RuntimeError("boom")
+    assert sys.stderr is err
+    text = path.read_text()
+    for needle in ("CUDA_VISIBLE_DEVICES", "hello", "a progress bar", "rule failed", "RuntimeError: boom"):
+        assert needle in text, needle
+    start_rule_log(path)
+    logging.getLogger("scjepa.x").info("first")
+    start_rule_log(path)  # the same job writing a second record keeps its log
+    logging.getLogger("scjepa.x").info("second")
+    stop_rule_log()
+    assert "first" in path.read_text() and "second" in path.read_text() and sys.stderr is err

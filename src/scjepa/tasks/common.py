@@ -186,29 +186,12 @@ def select_device(device: str | None = "auto") -> str:
     return str(resolve_device(device or "auto"))
 
 
-_LOGGING_SET_UP: dict = {}
-
-
 def setup_script_logging(snakemake) -> None:
-    """Send Python logging (and warnings) of a thin script to the rule's log file, if it has one."""
-    import logging
+    """The rule's log (its first ``log:`` file, or stderr without one): :func:`scjepa.logs.start_rule_log`."""
+    from scjepa.logs import start_rule_log
 
     log = list(getattr(snakemake, "log", []) or [])
-    key = tuple(map(str, log))
-    if _LOGGING_SET_UP.get("key") == key:  # a job that writes several records: keep one log
-        return
-    _LOGGING_SET_UP["key"] = key
-    handlers: list[logging.Handler] = [logging.StreamHandler()]
-    if log:
-        Path(log[0]).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log[0], mode="w"))
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", handlers=handlers, force=True
-    )
-    logging.captureWarnings(True)
-    import os
-
-    logging.getLogger("scjepa").info("CUDA_VISIBLE_DEVICES=%s", os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
+    start_rule_log(log[0] if log else None)
 
 
 def smk_get(namespace, name: str, default: Any = None) -> Any:
