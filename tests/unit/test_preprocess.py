@@ -181,3 +181,24 @@ def test_counts_from_raw_X(tmp_path):
     np.testing.assert_array_equal(p.layers["counts"].toarray()[:, :4], counts.toarray())
     with pytest.raises(InputError, match="non-integer"):
         run(tmp_path, raw, matrix="X")
+
+
+@pytest.mark.parametrize("std", ["batch", "time", "donor"])
+def test_missing_batch_time_or_donor_column_is_named(tmp_path, std):
+    cols = {"cell_type": "ct", "donor": "donor_id", "batch": "study", std: f"{std}_typo"}
+    with pytest.raises(InputError, match=f"column '{std}_typo'") as e:
+        run(tmp_path, make_raw(), columns=cols)
+    assert "raw.h5ad" in str(e.value) and not (tmp_path / "processed.h5ad").exists()
+
+
+def test_a_role_without_its_column_names_the_config_key(tmp_path):
+    with pytest.raises(InputError, match="datasets.toy.columns.time"):
+        run(tmp_path, make_raw(), required=("cell_type", "time"))
+
+
+def test_non_numeric_time_is_named(tmp_path):
+    raw = make_raw()
+    raw.obs["day"] = "day one"
+    with pytest.raises(InputError, match="must be numeric") as e:
+        run(tmp_path, raw, columns={"cell_type": "ct", "donor": "donor_id", "time": "day"})
+    assert "column 'day'" in str(e.value)
