@@ -291,7 +291,7 @@ def test_pretrain_and_embed_file_without_snakemake(data, tmp_path):
                       tune_malloc=False)
     assert method.hparams.seed == 3
     assert sorted(p.name for p in out.iterdir()) == ["curve.csv", "encoder.pt", "genes.txt", "hparams.json", "model.pt"]
-    assert not (tmp_path / "models" / ".scjepa.work").exists()
+    assert (tmp_path / "models" / ".scjepa.work" / "checkpoint.pt").exists()  # the finished run's
     curve = pd.read_csv(out / "curve.csv")
     assert list(curve.columns) == ["step", "epoch", "loss", "sim", "sigreg", "recon", "lr", "val_knn_macro_f1"]
     assert curve["val_knn_macro_f1"].notna().sum() >= 2 and curve["step"].iloc[-1] == 16
@@ -302,3 +302,42 @@ def test_pretrain_and_embed_file_without_snakemake(data, tmp_path):
     assert list(emb.obs_names) == list(corpus.obs_names) and emb.uns["method"] == "scjepa_small"
     assert emb.obsm["X_emb"].dtype == np.float32 and emb.obsm["X_emb"].shape == (1600, 16)
     assert np.array_equal(emb.obsm["X_emb"], method.transform(X))
+
+
+def test_pretrain_rerun_after_model_deleted_resumes_at_the_end(data, tmp_path, caplog):
+    """A scheduler killed after the model was written deletes it and reruns: no training is redone."""
+    import shutil
+
+    X, y = data["X"], data["y"]
+    hp = {"family": "scjepa", **SMALL, **FAMILY_HP["scjepa"], "max_epochs": 1}
+    out = tmp_path / "models" / "scjepa"
+
+    def run(h):
+        loader = ArrayLoader(X[:500], y[:500], batch_size=125, seed=3, gene_ids=data["genes"])
+        return pretrain(h, None, None, out, seed=3, method_name="scjepa", loader=loader, tune_malloc=False)
+
+    import torch
+
+    def weights():
+        return torch.load(out / "model.pt", map_location="cpu", weights_only=False)
+
+    run(hp)
+    first = weights()
+    shutil.rmtree(out)
+    with caplog.at_level("INFO", logger="scjepa.methods.engine"):
+        run(hp)
+    assert "resumed from" in caplog.text and "trained" not in caplog.text  # zero steps
+    again = weights()
+    assert again.keys() == first.keys() and all(torch.equal(again[k], first[k]) for k in first)
+    # another hyper-parameter: the finished checkpoint is not resumed, training starts over
+    shutil.rmtree(out)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="scjepa.methods.engine"):
+        run({**hp, "lr": hp.get("lr", 1e-3) * 2})
+    assert "not resuming the finished run" in caplog.text and "trained 4 steps" in caplog.text
+    # a shorter run than the checkpoint: starts over rather than returning a longer-trained model
+    shutil.rmtree(out)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="scjepa.methods.engine"):
+        run({**hp, "lr": hp.get("lr", 1e-3) * 2, "max_steps": 2})
+    assert "past this run's end" in caplog.text and "trained 2 steps" in caplog.text

@@ -1,7 +1,8 @@
 """Rule pretrain_<family>: fit a method on the corpus' training store; write its model directory.
 
 The logic is ``scjepa.methods.pretrain``; an interrupted job resumes from the checkpoints in the hidden
-``.<model dir>.work`` sibling, which survives Snakemake's clean-up of the failed output.
+``.<model dir>.work`` sibling, which survives Snakemake's clean-up of the failed output (and keeps the
+final checkpoint, so a finished-but-unrecorded job resumes at its last step).
 """
 
 from scjepa.logs import rule_log

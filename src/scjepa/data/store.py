@@ -11,7 +11,7 @@ corpus; the loader then shuffles shard order and rows within a buffer of ``buffe
 every epoch (the scheme of Merlin's ``parts_per_chunk`` used by scTab). Memory is bounded by
 ``buffer_shards * shard_size`` rows, never by the corpus. Why own CSR shards rather than a
 zarr-backed AnnData or annbatch: see the README's design notes (measured in
-``benchmarks/bench_store.py``).
+``benchmarks/bench_data.py`` and ``benchmarks/bench_annbatch.py``).
 """
 
 from __future__ import annotations

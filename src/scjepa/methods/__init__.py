@@ -168,8 +168,11 @@ def pretrain(hparams: dict, store_dir, val_h5ad, out_dir, seed: int, method_name
     """Fit family ``hparams["family"]`` on the training store and write the model directory ``out_dir``.
 
     Checkpoints go to ``work_dir`` (default: the hidden sibling ``.<out_dir name>.work``, which survives
-    a failed job so a rerun resumes from it); ``out_dir`` appears atomically at the end, and the work
-    directory is removed. ``loader`` replaces the store loader (tests, custom data). ``num_threads``
+    a failed job so a rerun resumes from it); ``out_dir`` appears atomically at the end. The final
+    checkpoint stays in the work directory: a scheduler killed after the model was written but before it
+    recorded the job as done deletes ``out_dir`` and reruns the job, which then resumes at the last step
+    instead of training again (delete the work directory to reclaim its space). A work directory without
+    a checkpoint (PCA) is removed. ``loader`` replaces the store loader (tests, custom data). ``num_threads``
     (Snakemake's ``threads``) sets torch's intra-op threads. On CPU, ``tune_malloc`` makes the process keep
     freed memory for reuse (``engine.use_caching_malloc``; faster steps, peak memory is kept). Returns the
     fitted method.
@@ -226,7 +229,10 @@ def pretrain(hparams: dict, store_dir, val_h5ad, out_dir, seed: int, method_name
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it 0700; give it a normal directory's mode
-    shutil.rmtree(work, ignore_errors=True)
+    from scjepa.methods.engine import CHECKPOINT
+
+    if not (work / CHECKPOINT).exists():
+        shutil.rmtree(work, ignore_errors=True)
     return method
 
 

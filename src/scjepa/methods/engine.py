@@ -8,9 +8,11 @@ iterable of batches ``{"x": float32 (B, D), "y": int64 (B,)}`` until ``hp.max_ep
 Resume is exact: a checkpoint (every ``checkpoint_every`` steps and at every epoch end, written
 atomically) holds the weights, the optimiser, the scheduler, every RNG (torch global = dropout, the
 method's generator = masks/directions/noise), the step, the epoch and the number of batches consumed in
-that epoch. The loader's batch order is a function of (seed, epoch) only (``set_epoch``), so a resumed run
+that epoch, and whether the run had finished. The loader's batch order is a function of (seed, epoch) only (``set_epoch``), so a resumed run
 re-creates the epoch's order and skips the consumed batches; on CPU it ends with the same weights as an
-uninterrupted run, bit for bit.
+uninterrupted run, bit for bit. A finished checkpoint is resumed too (zero steps, or more if
+``max_epochs``/``max_steps`` grew); one with other hyper-parameters is ignored if finished and an error
+if not; one past this run's end is ignored.
 
 Val kNN macro-F1 (curve column ``val_knn_macro_f1``): the val cells (labelled, at most
 ``hp.val_max_cells``, drawn with a fixed seed) are split in two random halves; the first half is the
@@ -227,12 +229,20 @@ def train(
     out_dir = Path(out_dir) if out_dir is not None else None
     ckpt = out_dir / CHECKPOINT if out_dir is not None else None
 
-    if ckpt is not None and ckpt.exists():
-        c = torch.load(ckpt, map_location="cpu", weights_only=False)
-        if c["resume_key"] != _resume_key(hp):
-            diff = sorted(k for k in c["resume_key"] if c["resume_key"][k] != _resume_key(hp).get(k))
+    c = torch.load(ckpt, map_location="cpu", weights_only=False) if ckpt is not None and ckpt.exists() else None
+    if c is not None and c["resume_key"] != _resume_key(hp):
+        diff = sorted(k for k in c["resume_key"] if c["resume_key"][k] != _resume_key(hp).get(k))
+        if not c.get("finished"):
             raise InputError(f"checkpoint was written with other hyper-parameters {diff}; delete it to start over",
                              path=ckpt)
+        log.info("not resuming the finished run in %s: it had other hyper-parameters %s", ckpt, diff)
+        c = None
+    if c is not None and (c["state"]["epoch"] > hp.max_epochs
+                          or (hp.max_steps is not None and c["state"]["step"] > hp.max_steps)):
+        log.warning("not resuming %s: it is at step %d (epoch %d), past this run's end; starting over", ckpt,
+                    c["state"]["step"], c["state"]["epoch"])
+        c = None
+    if c is not None:
         module.load_state_dict(c["model"])
         opt.load_state_dict(c["optimizer"])
         sched.load_state_dict(c["scheduler"])
@@ -254,7 +264,7 @@ def train(
         c = {"model": module.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
              "rng_cpu": torch.get_rng_state(), "rng_generator": gen.get_state(),
              "rng_cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
-             "curve": curve.state(), "state": dict(st), "resume_key": _resume_key(hp)}
+             "curve": curve.state(), "state": dict(st), "resume_key": _resume_key(hp), "finished": done()}
         with atomic_path(ckpt) as tmp:
             torch.save(c, tmp)
         curve.write(out_dir / CURVE)
