@@ -118,12 +118,22 @@ def test_resuming_a_finished_run_changes_nothing(data, tmp_path):
 
 
 def test_checkpoint_of_other_hyperparameters_is_refused(data, tmp_path):
-    FAMILIES["mae"](**{**TINY, "max_steps": 3}).fit(loader_for("array", data), out_dir=tmp_path)
+    """An interrupted run's checkpoint refuses other hyper-parameters; a finished one is set aside."""
+    with pytest.raises(Interrupt):
+        FAMILIES["mae"](**TINY).fit(loader_for("array", data), out_dir=tmp_path, callbacks=[interrupt_at(4)])
+    assert (tmp_path / CHECKPOINT).exists()  # written at step 3, unfinished
     with pytest.raises(InputError, match="lr"):
         FAMILIES["mae"](**{**TINY, "lr": 0.01}).fit(loader_for("array", data), out_dir=tmp_path)
-    # A longer budget is fine: training continues where it stopped.
-    m = FAMILIES["mae"](**{**TINY, "max_steps": 7}).fit(loader_for("array", data), out_dir=tmp_path)
-    assert m.curve_[-1]["step"] == 7
+    # A longer or shorter budget is fine: training continues where it stopped.
+    steps = []
+    m = FAMILIES["mae"](**{**TINY, "max_steps": 7}).fit(loader_for("array", data), out_dir=tmp_path,
+                                                         callbacks=[lambda info: steps.append(info["step"])])
+    assert steps == [4, 5, 6, 7] and m.curve_[-1]["step"] == 7
+    # The finished run's checkpoint with another lr is not resumed: training starts over from step 1.
+    steps.clear()
+    FAMILIES["mae"](**{**TINY, "lr": 0.01, "max_steps": 2}).fit(
+        loader_for("array", data), out_dir=tmp_path, callbacks=[lambda info: steps.append(info["step"])])
+    assert steps == [1, 2]
 
 
 def test_budget_schedule_and_curve(data, tmp_path):

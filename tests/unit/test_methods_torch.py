@@ -324,6 +324,7 @@ def test_pretrain_rerun_after_model_deleted_resumes_at_the_end(data, tmp_path, c
     run(hp)
     first = weights()
     shutil.rmtree(out)
+    caplog.clear()  # the first run's records (captured when an earlier test set the logger to INFO)
     with caplog.at_level("INFO", logger="scjepa.methods.engine"):
         run(hp)
     assert "resumed from" in caplog.text and "trained" not in caplog.text  # zero steps
