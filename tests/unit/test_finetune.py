@@ -161,3 +161,43 @@ def test_script_records_failures_only_when_asked(tmp_path):
     runpy.run_path(str(SCRIPTS / "score_finetune.py"), init_globals={"snakemake": smk})
     rec = json.loads(out.read_text())
     assert rec["status"] == "failed" and "missing.h5ad" in rec["config"]["error"]
+
+
+def test_script_fine_tunes_every_seed_of_a_job_as_separate_jobs_would(data, tmp_path):
+    """params.seeds + output.scores/histories: one record per seed, equal to a job of its own."""
+    from scjepa.data.store import ArrayLoader
+    from scjepa.methods import pretrain
+
+    X = data.X.toarray() if hasattr(data.X, "toarray") else np.asarray(data.X)
+    codes = pd.Categorical(data.obs["cell_type"]).codes.astype(np.int64)
+    loader = ArrayLoader(X.astype(np.float32), codes, batch_size=100, seed=0, gene_ids=list(data.var_names))
+    model = tmp_path / "models" / "mae"
+    hp = {"family": "mae", "hidden": (32,), "latent": 8, "max_epochs": 1, "progress": False, "val_every": 0}
+    pretrain(hp, None, None, model, seed=0, method_name="mae", loader=loader, tune_malloc=False)
+    processed = tmp_path / "processed.h5ad"
+    data.write_h5ad(processed)
+
+    def job(seeds, outdir):
+        out = SimpleNamespace(scores=[str(outdir / f"{s}.json") for s in seeds],
+                              histories=[str(outdir / f"{s}.history.csv") for s in seeds])
+        if len(seeds) == 1:  # the single-seed interface
+            out = SimpleNamespace(score=out.scores[0], history=out.histories[0])
+        params = {"finetune": {"epochs": 2}, **({"seeds": seeds} if len(seeds) > 1 else {"seed": seeds[0]})}
+        smk = SimpleNamespace(input=SimpleNamespace(processed=str(processed), model=str(model)), output=out,
+                              params=SimpleNamespace(**params),
+                              wildcards=SimpleNamespace(method="mae", dataset="d"), log=[], threads=1)
+        runpy.run_path(str(SCRIPTS / "score_finetune.py"), init_globals={"snakemake": smk})
+
+    job([0, 1], tmp_path / "together")
+    for s in (0, 1):
+        job([s], tmp_path / f"alone{s}")
+        together = json.loads((tmp_path / "together" / f"{s}.json").read_text())
+        alone = json.loads((tmp_path / f"alone{s}" / f"{s}.json").read_text())
+        assert together["seed"] == alone["seed"] == s and together["status"] == "ok"
+        drop = {"train_seconds"}
+        assert {k: v for k, v in together["metrics"].items() if k not in drop} == \
+               {k: v for k, v in alone["metrics"].items() if k not in drop}
+        assert (tmp_path / "together" / f"{s}.history.csv").read_text() == \
+               (tmp_path / f"alone{s}" / f"{s}.history.csv").read_text()
+    a, b = (json.loads((tmp_path / "together" / f"{s}.json").read_text())["metrics"] for s in (0, 1))
+    assert a != b  # the seeds differ
