@@ -201,3 +201,16 @@ def test_script_fine_tunes_every_seed_of_a_job_as_separate_jobs_would(data, tmp_
                (tmp_path / f"alone{s}" / f"{s}.history.csv").read_text()
     a, b = (json.loads((tmp_path / "together" / f"{s}.json").read_text())["metrics"] for s in (0, 1))
     assert a != b  # the seeds differ
+
+
+def test_script_refuses_seeds_and_outputs_of_other_lengths_before_any_run(tmp_path):
+    smk = SimpleNamespace(
+        input=SimpleNamespace(processed=str(tmp_path / "never_read.h5ad")),
+        output=SimpleNamespace(scores=[str(tmp_path / "0.json")], histories=[str(tmp_path / "0.csv")]),
+        params=SimpleNamespace(seeds=[0, 1], init="random"),
+        wildcards=SimpleNamespace(method="supervised", dataset="d"),
+        log=[],
+    )
+    with pytest.raises(ValueError, match="output.scores"):
+        runpy.run_path(str(SCRIPTS / "score_finetune.py"), init_globals={"snakemake": smk})
+    assert list(tmp_path.iterdir()) == []

@@ -21,6 +21,7 @@ config.update(_checked)
 DATASETS = config["datasets"]
 CORPUS = config["corpus"]
 METHODS = list(config["methods"])
+FINETUNE_SEEDS = list(config["tasks"]["finetune"]["seeds"])  # one job fine-tunes them all
 NEVER = "(?!x)x"  # a regex that matches nothing: a wildcard constraint for an empty set
 
 
@@ -180,7 +181,7 @@ def score_paths(task, methods=None, datasets=None):
     for m in methods:
         for d in datasets:
             if task == "finetune":
-                out += [f"results/scores/finetune/{m}/{d}/{s}.json" for s in config["tasks"]["finetune"]["seeds"]]
+                out += [f"results/scores/finetune/{m}/{d}/{s}.json" for s in FINETUNE_SEEDS]
             elif task == "integration":
                 out += [f"results/scores/integration/{m}/{d}/{r}.json" for r in range(config["tasks"]["integration"]["runs"])]
             else:

@@ -40,16 +40,16 @@ rule score_finetune:
     output:
         scores=expand(
             "results/scores/finetune/{{method}}/{{dataset}}/{seed}.json",
-            seed=config["tasks"]["finetune"]["seeds"],
+            seed=FINETUNE_SEEDS,
         ),
         histories=expand(
             "results/scores/finetune/{{method}}/{{dataset}}/{seed}.history.csv",
-            seed=config["tasks"]["finetune"]["seeds"],
+            seed=FINETUNE_SEEDS,
         ),
     params:
         finetune=finetune_params,
         init="pretrained",
-        seeds=config["tasks"]["finetune"]["seeds"],
+        seeds=FINETUNE_SEEDS,
     log:
         "logs/score_finetune/{method}/{dataset}.log",
     benchmark:
@@ -57,7 +57,7 @@ rule score_finetune:
     threads: config["training"]["threads"]
     resources:
         mem_mb=mem(8000),
-        runtime=runtime(120 * len(config["tasks"]["finetune"]["seeds"])),
+        runtime=runtime(120 * len(FINETUNE_SEEDS)),
         gpu=1,
     conda:
         ENV

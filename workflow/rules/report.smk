@@ -17,7 +17,7 @@ rule table_in_distribution:
         methods=main_methods(),
         datasets=datasets_with_role("in_distribution"),
         na=na_cells(),
-        seeds=config["tasks"]["finetune"]["seeds"],
+        seeds=FINETUNE_SEEDS,
         row_labels=method_labels(),
         probe=config["tasks"]["zero_shot"]["linear_probe"],
     log:
@@ -46,7 +46,7 @@ rule table_out_of_distribution:
         methods=main_methods(),
         datasets=datasets_with_role("out_of_distribution"),
         na=na_cells(),
-        seeds=config["tasks"]["finetune"]["seeds"],
+        seeds=FINETUNE_SEEDS,
         row_labels=method_labels(),
         probe=config["tasks"]["zero_shot"]["linear_probe"],
     log:
@@ -75,7 +75,7 @@ rule table_spatial:
         methods=main_methods(),
         datasets=datasets_with_role("spatial"),
         na=na_cells(),
-        seeds=config["tasks"]["finetune"]["seeds"],
+        seeds=FINETUNE_SEEDS,
         row_labels=method_labels(),
     log:
         "logs/report/table3_spatial.log",
@@ -103,7 +103,7 @@ rule table_ablation:
         methods=ablation_methods(),
         datasets=datasets_with_role("in_distribution"),
         na=na_cells(),
-        seeds=config["tasks"]["finetune"]["seeds"],
+        seeds=FINETUNE_SEEDS,
         row_labels=method_labels(),
         probe=config["tasks"]["zero_shot"]["linear_probe"],
     log:

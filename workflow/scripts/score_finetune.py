@@ -36,7 +36,7 @@ Snakemake interface:
 
 from scjepa.io import read_h5ad, write_text
 from scjepa.methods.base import read_genes
-from scjepa.tasks.common import run_score_script, smk_get
+from scjepa.tasks.common import run_score_seeds, smk_get
 from scjepa.tasks.finetune import FinetuneConfig, finetune_dataset, load_pretrained_encoder
 
 
@@ -76,18 +76,7 @@ def main(snakemake):
             write_text(pd.DataFrame(result.history).to_csv(index=False, float_format="%.6g"), history)
         return result.metrics, run_config
 
-    seeds = smk_get(p, "seeds")
-    if seeds is None:
-        history = smk_get(snakemake.output, "history")
-        run_score_script(snakemake, "finetune", lambda m, d, s: compute(m, d, s, history))
-        return
-    dests = list(snakemake.output.scores)
-    histories = list(smk_get(snakemake.output, "histories", None) or [None] * len(dests))
-    if not len(dests) == len(histories) == len(seeds):
-        raise ValueError(f"{len(seeds)} seeds, {len(dests)} output.scores and {len(histories)} output.histories; "
-                         "align them")
-    for seed, dest, history in zip(seeds, dests, histories):
-        run_score_script(snakemake, "finetune", lambda m, d, s: compute(m, d, s, history), seed=int(seed), dest=dest)
+    run_score_seeds(snakemake, "finetune", compute, per_seed_outputs={"history": "histories"})
 
 
 if "snakemake" in globals():

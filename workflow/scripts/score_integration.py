@@ -32,7 +32,7 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.abspath(".snakemake/j
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 from scjepa.io import read_h5ad
-from scjepa.tasks.common import read_embedding, run_score_script, smk_get
+from scjepa.tasks.common import read_embedding, run_score_seeds, smk_get
 from scjepa.tasks.integration import IntegrationConfig, integration_run
 
 
@@ -53,15 +53,7 @@ def main(snakemake):
         config["embedding"] = str(snakemake.input.emb)
         return metrics, config
 
-    seeds = smk_get(p, "seeds")
-    if seeds is None:
-        run_score_script(snakemake, "integration", compute)
-        return
-    dests = list(snakemake.output.scores)
-    if len(dests) != len(seeds):
-        raise ValueError(f"{len(seeds)} seeds but {len(dests)} output.scores; align them")
-    for seed, dest in zip(seeds, dests):
-        run_score_script(snakemake, "integration", compute, seed=int(seed), dest=dest)
+    run_score_seeds(snakemake, "integration", compute)
 
 
 if "snakemake" in globals():

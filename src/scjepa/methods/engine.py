@@ -8,9 +8,9 @@ iterable of batches ``{"x": float32 (B, D), "y": int64 (B,)}`` until ``hp.max_ep
 Resume is exact: a checkpoint (every ``checkpoint_every`` steps and at every epoch end, written
 atomically) holds the weights, the optimiser, the scheduler, every RNG (torch global = dropout, the
 method's generator = masks/directions/noise), the step, the epoch and the number of batches consumed in
-that epoch, and whether the run had finished. The loader's batch order is a function of (seed, epoch) only (``set_epoch``), so a resumed run
-re-creates the epoch's order and skips the consumed batches; on CPU it ends with the same weights as an
-uninterrupted run, bit for bit. A finished checkpoint is resumed too (zero steps, or more if
+that epoch, and whether the run had finished. The loader's batch order is a function of (seed, epoch)
+only (``set_epoch``), so a resumed run re-creates the epoch's order and skips the consumed batches; on CPU
+it ends with the same weights as an uninterrupted run, bit for bit. A finished checkpoint is resumed too (zero steps, or more if
 ``max_epochs``/``max_steps`` grew); one with other hyper-parameters is ignored if finished and an error
 if not; one past this run's end is ignored.
 
@@ -230,8 +230,9 @@ def train(
     ckpt = out_dir / CHECKPOINT if out_dir is not None else None
 
     c = torch.load(ckpt, map_location="cpu", weights_only=False) if ckpt is not None and ckpt.exists() else None
-    if c is not None and c["resume_key"] != _resume_key(hp):
-        diff = sorted(k for k in c["resume_key"] if c["resume_key"][k] != _resume_key(hp).get(k))
+    key = _resume_key(hp)
+    if c is not None and c["resume_key"] != key:
+        diff = sorted(k for k in c["resume_key"] if c["resume_key"][k] != key.get(k))
         if not c.get("finished"):
             raise InputError(f"checkpoint was written with other hyper-parameters {diff}; delete it to start over",
                              path=ckpt)
@@ -264,7 +265,7 @@ def train(
         c = {"model": module.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
              "rng_cpu": torch.get_rng_state(), "rng_generator": gen.get_state(),
              "rng_cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
-             "curve": curve.state(), "state": dict(st), "resume_key": _resume_key(hp), "finished": done()}
+             "curve": curve.state(), "state": dict(st), "resume_key": key, "finished": done()}
         with atomic_path(ckpt) as tmp:
             torch.save(c, tmp)
         curve.write(out_dir / CURVE)

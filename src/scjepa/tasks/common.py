@@ -253,3 +253,37 @@ def run_score_script(
         )
     write_score(record, dest if dest is not None else snakemake.output.score)
     return record
+
+
+def run_score_seeds(
+    snakemake,
+    task: str,
+    compute: Callable[..., tuple[Mapping[str, float], Mapping[str, Any]]],
+    *,
+    per_seed_outputs: Mapping[str, str] | None = None,
+) -> list[dict]:
+    """:func:`run_score_script` once per seed of a job: ``params.seeds`` aligned with ``output.scores``.
+
+    Without ``params.seeds`` it is one run for the rule's own seed writing ``output.score``.
+    ``per_seed_outputs`` maps an extra output's one-seed name to its list name (e.g.
+    ``{"history": "histories"}``); ``compute(method, dataset, seed, **paths)`` then receives, per run,
+    that output's path for this seed under the one-seed name (None where the rule has no such output).
+    Lists of different lengths are a ValueError naming them, before any run. Returns the records.
+    """
+    extra = dict(per_seed_outputs or {})
+    seeds = smk_get(snakemake.params, "seeds")
+    if seeds is None:
+        paths = {one: smk_get(snakemake.output, one) for one in extra}
+        return [run_score_script(snakemake, task, lambda m, d, s: compute(m, d, s, **paths))]
+    dests = list(snakemake.output.scores)
+    lists = {one: list(smk_get(snakemake.output, many) or [None] * len(dests)) for one, many in extra.items()}
+    lengths = {"params.seeds": len(seeds), "output.scores": len(dests),
+               **{f"output.{extra[one]}": len(v) for one, v in lists.items()}}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"a run per seed needs lists of one length, got {lengths}; align them")
+    records = []
+    for i, (seed, dest) in enumerate(zip(seeds, dests)):
+        paths = {one: v[i] for one, v in lists.items()}
+        records.append(run_score_script(snakemake, task, lambda m, d, s: compute(m, d, s, **paths),
+                                        seed=int(seed), dest=dest))
+    return records
