@@ -161,7 +161,7 @@ def warm_up(args) -> dict:
     kernel set-up for the full-size encoder) outside the timings, and report them."""
     from scjepa.models.mlp import Encoder
     from scjepa.tasks.finetune import FinetuneConfig, finetune
-    from scjepa.tasks.knn import knn_predict, linear_probe_predict
+    from scjepa.knn import knn_predict, linear_probe_predict
 
     emb, y, _ = blobs(300, seed=9)
     t = time.perf_counter()
@@ -181,7 +181,7 @@ def run_size(n: int, args, prev: dict) -> dict:
 
     from scjepa.models.mlp import Encoder
     from scjepa.tasks.finetune import FinetuneConfig, finetune
-    from scjepa.tasks.knn import knn_predict, linear_probe_predict, score_annotation
+    from scjepa.knn import knn_predict, linear_probe_predict, score_annotation
 
     out: dict = {"n_cells": n}
     emb, y, _ = blobs(n)
@@ -261,7 +261,7 @@ def main(argv=None) -> dict:
     import sklearn
     import torch
 
-    from scjepa.tasks.common import select_device
+    from scjepa.device import select_device
 
     args.sizes = sorted(args.sizes)
     first_calls = warm_up(args)

@@ -315,7 +315,7 @@ def _adata(Z, X, obs):
 
 def test_score_script_writes_record_samples_and_the_figure_draws(tmp_path):
     from scjepa.report.bridge_figures import plot_bridge_paths
-    from scjepa.tasks.common import read_score
+    from scjepa.contracts import read_score
 
     X, F = _branching_snapshots(n=60)
     Zt = np.concatenate(X)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from scjepa.report import figures as F
-from scjepa.tasks.common import score_record, write_score
+from scjepa.contracts import score_record, write_score
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "workflow" / "scripts"
 

@@ -15,7 +15,7 @@ import torch
 
 from scjepa.errors import InputError
 from scjepa.models.mlp import Encoder
-from scjepa.tasks.common import NotApplicableError
+from scjepa.contracts import NotApplicableError
 from scjepa.tasks.finetune import FinetuneConfig, finetune_dataset, reinitialise
 from scjepa.tasks.knn import zero_shot
 

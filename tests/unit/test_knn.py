@@ -14,8 +14,9 @@ import pytest
 from sklearn.metrics import f1_score
 
 from scjepa.errors import InputError
-from scjepa.tasks.common import read_embedding, score_record
-from scjepa.tasks.knn import knn_predict, score_annotation, zero_shot
+from scjepa.contracts import read_embedding, score_record
+from scjepa.knn import knn_predict, score_annotation
+from scjepa.tasks.knn import zero_shot
 from scjepa.tasks.spatial import cross_platform_transfer, read_predictions, spatial_scores, write_predictions
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "workflow" / "scripts"

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from scjepa.report import tables as T
-from scjepa.tasks.common import score_record, write_score
+from scjepa.contracts import score_record, write_score
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "workflow" / "scripts"
 METHODS = ["scjepa", "mae", "pca", "supervised"]

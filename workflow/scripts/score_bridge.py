@@ -19,15 +19,8 @@ Snakemake interface:
 The samples file is written first and the record last, so a record on disk means both are complete.
 """
 
-from scjepa.tasks.common import (
-    NotApplicableError,
-    read_embedding,
-    score_record,
-    setup_script_logging,
-    smk_get,
-    smk_identity,
-    write_score,
-)
+from scjepa.contracts import guarded_record, read_embedding, write_score
+from scjepa.tasks.common import setup_script_logging, smk_get, smk_identity
 
 
 def main(snakemake):
@@ -41,26 +34,22 @@ def main(snakemake):
     method, dataset, _ = smk_identity(snakemake)
     kind = str(smk_get(snakemake.params, "kind", "timecourse"))
     options = dict(smk_get(snakemake.params, "bridge", {}) or {})
-    try:
+    out = {}
+
+    def compute():
         cfg = BridgeConfig.from_dict(options)
         data = read_h5ad(snakemake.input.data)
         emb = read_embedding(snakemake.input.emb, list(data.obs_names))
-        res = score_bridge(emb, data, kind, cfg, emb_path=snakemake.input.emb, data_path=snakemake.input.data)
-        config = dict(res.config, embedding=str(snakemake.input.emb), data=str(snakemake.input.data))
-        record = score_record("bridge", method, dataset, res.metrics, config=config)
-        samples = res.samples
-    except NotApplicableError as exc:
-        log.info("bridge/%s/%s is n/a: %s", method, dataset, exc)
-        record = score_record("bridge", method, dataset, status="n/a", config={"reason": str(exc), "kind": kind})
-        samples = empty_samples(kind, "n/a", str(exc))
-    except Exception as exc:
-        if not smk_get(snakemake.params, "record_failures", False):
-            raise
-        log.exception("bridge/%s/%s failed; writing a 'failed' record", method, dataset)
-        msg = f"{type(exc).__name__}: {exc}"
-        record = score_record("bridge", method, dataset, status="failed", config={"error": msg, "kind": kind})
-        samples = empty_samples(kind, "failed", msg)
-    write_samples(samples, snakemake.output.samples)
+        res = score_bridge(emb, data, kind, cfg, data_path=snakemake.input.data)
+        out["samples"] = res.samples
+        return res.metrics, dict(res.config, embedding=str(snakemake.input.emb), data=str(snakemake.input.data))
+
+    record = guarded_record("bridge", method, dataset, compute, context={"kind": kind}, log=log,
+                            record_failures=bool(smk_get(snakemake.params, "record_failures", False)))
+    if record["status"] != "ok":  # the figure rule still gets a samples file, saying why it is empty
+        why = record["config"]["reason" if record["status"] == "n/a" else "error"]
+        out["samples"] = empty_samples(kind, record["status"], why)
+    write_samples(out["samples"], snakemake.output.samples)
     write_score(record, snakemake.output.scores)
     log.info("bridge/%s/%s: %s %s", method, dataset, record["status"],
              {k: round(v, 4) for k, v in record["metrics"].items() if "_t" not in k})

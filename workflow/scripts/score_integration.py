@@ -32,7 +32,8 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.abspath(".snakemake/j
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 from scjepa.io import read_h5ad
-from scjepa.tasks.common import read_embedding, run_score_seeds, smk_get
+from scjepa.contracts import read_embedding
+from scjepa.tasks.common import run_score_seeds, smk_get
 from scjepa.tasks.integration import IntegrationConfig, integration_run
 
 

@@ -30,7 +30,8 @@ Snakemake interface:
         optional, one file
 """
 
-from scjepa.tasks.common import processed_obs_names, read_embedding, run_score_script, smk_get
+from scjepa.contracts import processed_obs_names, read_embedding
+from scjepa.tasks.common import run_score_script, smk_get
 from scjepa.tasks.spatial import spatial_scores, write_predictions
 
 

@@ -21,7 +21,8 @@ Snakemake interface (``script: "../scripts/score_zero_shot.py"``):
         optional, one file
 """
 
-from scjepa.tasks.common import processed_obs_names, read_embedding, run_score_script, smk_get
+from scjepa.contracts import processed_obs_names, read_embedding
+from scjepa.tasks.common import run_score_script, smk_get
 from scjepa.tasks.knn import zero_shot, zero_shot_config
 
 

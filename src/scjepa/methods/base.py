@@ -257,7 +257,7 @@ class TorchMethod(Method):
     def load(cls, model_dir: str | os.PathLike) -> "TorchMethod":
         import torch
 
-        from scjepa.methods.engine import resolve_device
+        from scjepa.device import resolve_device
 
         obj = cls.from_dir(model_dir)
         obj.restore_info(read_hparams(model_dir))

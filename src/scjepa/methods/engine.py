@@ -35,6 +35,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
+from scjepa.device import resolve_device
 from scjepa.errors import InputError
 from scjepa.io import atomic_path
 
@@ -73,12 +74,6 @@ def make_optimizer(module: torch.nn.Module, lr: float, weight_decay: float) -> t
         return torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
     except (RuntimeError, TypeError, ValueError):
         return torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def autocast(device: torch.device, precision: str = "auto"):
@@ -135,7 +130,7 @@ class ValKNN:
         return cls(val.X, val.obs["cell_type"].astype(object).to_numpy(), **kw)
 
     def score(self, encoder, batch_size: int = 2048) -> float:
-        from scjepa.tasks.knn import knn_predict, score_annotation  # the one kNN scorer of every task
+        from scjepa.knn import knn_predict, score_annotation  # the one kNN scorer of every task
 
         sel = np.concatenate([self.ref, self.query])
         emb = encode_array(encoder, self.X[sel], batch_size)

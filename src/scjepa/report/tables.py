@@ -25,11 +25,14 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from scjepa.io import write_text
-from scjepa.tasks.common import read_score
+from scjepa.contracts import read_score
 
 log = logging.getLogger(__name__)
 
 NA, FAILED = "n/a", "failed"
+#: the method ran, but the dataset has no ground truth for this readout (e.g. no fate labels); a
+#: record says so in ``metrics_unavailable: {metric: reason}``
+NO_TRUTH = "no truth"
 PARTIAL_MARK = "†"
 METRIC_LABELS = {
     "macro_f1": "macro-F1",
@@ -55,7 +58,7 @@ class Column:
 
 @dataclass
 class Cell:
-    status: str  # "ok" | "n/a" | "failed"
+    status: str  # "ok" | "n/a" | "failed" | "no truth"
     mean: float = math.nan
     sd: float = math.nan
     n: int = 0
@@ -124,6 +127,8 @@ def _aggregate(recs: list[Mapping], metric: str, expected_seeds: Sequence[int] |
     if not ok:
         return Cell(FAILED)
     values = [float(r["metrics"][metric]) for r in ok if metric in r["metrics"]]
+    if not values and any(metric in (r.get("metrics_unavailable") or {}) for r in ok):
+        return Cell(NO_TRUTH)
     if not values:
         return Cell(NA)  # the task ran but this metric does not apply (e.g. probe switched off)
     n = len(values)
@@ -175,6 +180,8 @@ def build_table(
     if any(c.n > 1 for line in cells for c in line):
         notes.append("mean ± sd over seeds/runs.")
     notes.append("n/a: the method cannot serve this task; failed: the job failed or produced no record.")
+    if any(c.status == NO_TRUTH for line in cells for c in line):
+        notes.append(f"{NO_TRUTH}: the dataset has no ground truth for this readout (the method ran).")
     if any(c.partial for line in cells for c in line):
         notes.append(f"{PARTIAL_MARK}: some seeds/runs failed or are missing; mean ± sd over the rest.")
     labels = [str((row_labels or {}).get(m, m)) for m in rows]

@@ -4,7 +4,7 @@ Protocol (PROTOCOL.md "Evaluations"; ssl_in_scg ``trainer/classifier/train.py``)
 cross-entropy (sklearn 'balanced' weights on the train split), AdamW lr 9e-4, weight decay 0.05,
 StepLR(2, 0.9) and gradient clipping at 1.0 as in ssl_in_scg's scripts; model selection on the
 val split (the epoch with the best val macro-F1); the selected model is scored on the test split
-with :func:`scjepa.tasks.knn.score_annotation`. One call = one seed; the tables aggregate seeds.
+with :func:`scjepa.knn.score_annotation`. One call = one seed; the tables aggregate seeds.
 
 The supervised baseline is the same code path with ``init="random"``: the same architecture,
 freshly initialised (seeded), trained from scratch.
@@ -25,9 +25,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from scjepa.contracts import NotApplicableError, labels_of
+from scjepa.device import select_device
 from scjepa.errors import InputError
-from scjepa.tasks.common import NotApplicableError, labels_of, select_device
-from scjepa.tasks.knn import label_overlap_counts, score_annotation
+from scjepa.knn import score_annotation
+from scjepa.tasks.knn import label_overlap_counts
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from scjepa.contracts import EMBEDDING_KEY, labels_of
 from scjepa.errors import InputError
-from scjepa.tasks.common import EMBEDDING_KEY, labels_of
 
 log = logging.getLogger(__name__)
 

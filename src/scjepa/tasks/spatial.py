@@ -1,7 +1,7 @@
 """Spatial transfer (Fig. 3): annotation of a spatial dataset whose gene panel is a small part of
 the corpus gene space (the processed dataset zero-fills the rest).
 
-Two readouts, both through the one kNN scorer (:mod:`scjepa.tasks.knn`):
+Two readouts, both through the one kNN scorer (:mod:`scjepa.knn`):
 
 - **within**: zero-shot kNN (and linear probe) inside the spatial dataset, ``ref_split`` ->
   ``query_split`` (train -> test by default). Fine-tuned annotation of the spatial dataset is the
@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from scjepa.contracts import EMBEDDING_KEY, labels_of, split_mask
 from scjepa.errors import InputError
-from scjepa.tasks.common import EMBEDDING_KEY, labels_of, split_mask
-from scjepa.tasks.knn import DEFAULT_K, knn_predict, score_annotation, zero_shot
+from scjepa.knn import DEFAULT_K, knn_predict, score_annotation
+from scjepa.tasks.knn import zero_shot
 
 PREDICTION_COLUMNS = ("obs_name", "x", "y", "cell_type", "split", "pred_knn", "pred_transfer")
 
