@@ -5,7 +5,12 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The demo config is the run only when no --configfile is given: a config named on the command line is
+# the whole run (its datasets and methods are exactly what runs; keys it leaves out take the schema's
+# defaults), never merged into the demo's. `--config key=value` alone still edits the demo run.
+if not workflow.config_settings.configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"

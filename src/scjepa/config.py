@@ -41,15 +41,19 @@ SOURCE_KEYS = {
     "local": ("path",),
     "bundled": ("name",),
 }
+#: dataset role -> the standard columns it must map (``donor`` only where a donor split is used)
 ROLE_COLUMNS = {
     "pretrain": ("cell_type", "donor"),
     "in_distribution": ("cell_type", "donor"),
     "out_of_distribution": ("cell_type", "donor"),
-    "integration": ("cell_type", "donor"),
+    "integration": ("cell_type", "batch"),
     "spatial": ("cell_type", "donor", "x", "y"),
-    "timecourse": ("donor", "time"),
-    "perturbation": ("cell_type", "donor", "condition"),
+    "timecourse": ("time",),
+    "perturbation": ("cell_type", "condition"),
 }
+#: roles whose tasks read the donor-level train/val/test split (>= 3 donors): the store trains on
+#: train/val, annotation scores train -> test. Integration and the bridge use every cell.
+SPLIT_ROLES = ("pretrain", "in_distribution", "out_of_distribution", "spatial")
 
 
 def load_schema() -> dict:
@@ -122,7 +126,9 @@ def check(config: dict) -> None:
         for k in SOURCE_KEYS[ds["source"]]:
             if ds.get(k) in (None, ""):
                 raise InputError(f"source '{ds['source']}' needs '{k}'", key=f"datasets.{name}.{k}")
-        cols = ds.get("columns", {})
+        cols = dict(ds.get("columns", {}))
+        if cols.get("donor") and not cols.get("batch"):
+            cols["batch"] = cols["donor"]  # preprocessing makes donors the batches when none is mapped
         for role in ds["roles"]:
             for col in ROLE_COLUMNS[role]:
                 if not cols.get(col):

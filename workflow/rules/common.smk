@@ -87,8 +87,34 @@ def check_method_hparams():
 # ---- parameters passed to scripts ---------------------------------------------------------------
 
 
+def _local_fingerprints():
+    """Content fingerprints (size + sha256) of every local source, checked at parse time.
+
+    They enter the data rules' params (``dataset_spec``), so a user's file edited in place reruns its
+    dataset's jobs and a file merely touched does not; a missing file fails here, before any job runs
+    (a dry run reports it), naming ``datasets.<name>.path``.
+    """
+    from scjepa.data.sources import file_fingerprint
+
+    out = {}
+    for d in datasets_with_source("local"):
+        try:
+            out[d] = file_fingerprint(DATASETS[d]["path"], cache=".snakemake/scjepa/source_fingerprints.json")
+        except InputError as exc:
+            raise WorkflowError(f"Configuration error: {exc.for_dataset(d)}") from None
+    return out
+
+
+SOURCE_FINGERPRINTS = _local_fingerprints()
+
+
 def dataset_spec(wildcards):
-    return {"name": wildcards.dataset, **DATASETS[wildcards.dataset]}
+    """A dataset's config entry as its jobs see it: ``dataset`` is its name (``name`` belongs to the
+    bundled source), ``fingerprint`` the content of a local source."""
+    spec = {"dataset": wildcards.dataset, **DATASETS[wildcards.dataset]}
+    if wildcards.dataset in SOURCE_FINGERPRINTS:
+        spec["fingerprint"] = SOURCE_FINGERPRINTS[wildcards.dataset]
+    return spec
 
 
 def training_hparams(method):

@@ -6,6 +6,6 @@ from scjepa.logs import rule_log
 
 with rule_log(snakemake.log[0]) as log:
     spec = dict(snakemake.params.spec)
-    log.info("fetching dataset %s from source %s", spec["name"], spec["source"])
+    log.info("fetching dataset %s from source %s", spec["dataset"], spec["source"])
     provenance = fetch(spec, snakemake.output.raw)
-    write_json({"dataset": spec["name"], **provenance}, snakemake.output.provenance)
+    write_json({"dataset": spec["dataset"], **provenance}, snakemake.output.provenance)

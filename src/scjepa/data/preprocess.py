@@ -48,6 +48,7 @@ class PreprocessConfig:
     gene_id_column: str | None = None  # var column with gene ids; None = var_names
     matrix: str = "X"  # where the source keeps its values: X, raw.X or layers/<name>
     dataset: str = ""
+    needs_split: bool = True  # a role reads the donor split: fewer than 3 donors is an error
 
 
 def _iter_rows(X, n_obs: int, chunk: int) -> Iterator[tuple[int, int, sp.csr_matrix]]:
@@ -138,7 +139,10 @@ def build_obs(raw_obs: pd.DataFrame, cfg: PreprocessConfig, path) -> pd.DataFram
         if extra not in raw_obs.columns:
             raise InputError(f"column '{extra}' listed in keep_columns is not in obs", path=path, column=extra)
         obs[extra] = raw_obs[extra].to_numpy()
-    if "donor" in obs:
+    n_donors = obs["donor"].nunique() if "donor" in obs else 0
+    if "donor" in obs and not cfg.needs_split and n_donors < 3:
+        log.info("%s: %d donor(s) and no role that reads a donor split: no 'split' column", path, n_donors)
+    elif "donor" in obs:
         obs["split"] = pd.Categorical(
             donor_split(obs["donor"].to_numpy(), cfg.split_fractions, cfg.split_seed, path=path),
             categories=["train", "val", "test"],
@@ -147,22 +151,43 @@ def build_obs(raw_obs: pd.DataFrame, cfg: PreprocessConfig, path) -> pd.DataFram
 
 
 def _open_matrix(f: h5py.File, raw, matrix: str, path):
-    """The source matrix as a row-sliceable on-disk object, and the var table that goes with it."""
+    """The source matrix as a row-sliceable on-disk object, and the var table that goes with it.
+
+    ``raw.X`` is read from either layout anndata has written: ``raw/X`` (anndata >= 0.7) or the
+    top-level ``raw.X`` / ``raw.var`` of older files (anndata itself still reads those).
+    """
     from anndata.io import read_elem, sparse_dataset
 
     if matrix == "X":
-        key, var = "X", raw.var
+        keys, var = ("X",), raw.var
     elif matrix == "raw.X":
-        key = "raw/X"
-        var = read_elem(f["raw/var"]) if "raw/var" in f else None
+        keys = ("raw/X", "raw.X")
+        var = None
+        for vkey in ("raw/var", "raw.var"):
+            if vkey in f:
+                try:
+                    var = read_elem(f[vkey])
+                except Exception:  # a pre-0.7 compound dataset: let anndata's legacy reader parse it
+                    var = raw.raw.var if raw.raw is not None else None
+                break
     elif matrix.startswith("layers/"):
-        key, var = matrix, raw.var
+        keys, var = (matrix,), raw.var
     else:
         raise InputError(f"unknown matrix '{matrix}' (X, raw.X or layers/<name>)", key="matrix")
-    if key not in f:
-        raise InputError(f"has no '{key}' (the config's matrix: {matrix})", path=path, column=key)
+    key = next((k for k in keys if k in f), None)
+    if key is None:
+        raise InputError(f"has no '{keys[0]}' (the config's matrix: {matrix}); it has: {', '.join(f.keys())}",
+                         path=path, key="matrix")
+    if var is None:
+        raise InputError(f"has '{key}' but no gene table for it (raw/var or raw.var)", path=path, key="matrix")
     node = f[key]
-    X = sparse_dataset(node) if isinstance(node, h5py.Group) else node
+    if isinstance(node, h5py.Group):
+        try:
+            X = sparse_dataset(node)
+        except Exception:  # pre-0.7 sparse encoding: anndata's backed reader still opens it
+            X = raw.raw.X if key.startswith("raw") else node
+    else:
+        X = node
     if X.shape[0] != raw.n_obs:
         raise InputError(f"'{key}' has {X.shape[0]} rows but obs has {raw.n_obs}", path=path, column=key)
     return X, var
@@ -203,7 +228,7 @@ def preprocess(
                              path=raw_path, column=cfg.matrix)
         symbols = next((src_var[c] for c in ("gene_symbol", "feature_name") if c in src_var), None)
         align = gene_space.alignment(gene_ids, path=raw_path, min_coverage=cfg.min_coverage,
-                                     source_symbols=symbols)
+                                     source_symbols=symbols, key=f"datasets.{cfg.dataset}" if cfg.dataset else None)
         obs = build_obs(raw.obs, cfg, raw_path)
 
         var = pd.DataFrame(
@@ -220,6 +245,10 @@ def preprocess(
             "n_genes_matched": int(align.n_matched),
             "gene_coverage": float(align.coverage),
             "matched_by": align.matched_by,
+            "n_genes_by_id": int(align.n_by_id),
+            "n_genes_by_symbol": int(align.n_by_symbol),
+            "n_ambiguous_symbols": len(align.ambiguous_symbols),
+            "ambiguous_symbols_examples": list(align.ambiguous_symbols[:10]),
             "matrix": cfg.matrix,
             "target_sum": float(cfg.target_sum),
             "raw_file": str(raw_path),
@@ -252,3 +281,43 @@ def preprocess(
         src_file.close()
         if getattr(raw, "file", None) is not None:
             raw.file.close()
+
+
+def preprocess_dataset(spec: Mapping, settings: Mapping, raw_path, provenance_path, genes_path, out_path, *,
+                       progress: bool = True) -> dict:
+    """The ``preprocess`` rule: one dataset's config entry (``spec``, with its name under ``dataset``) and
+    the run's ``preprocess:`` settings -> ``out_path``.
+
+    Errors are reported as the user's config and files name things: ``datasets.<name>.<key>``, and a
+    local source's own file instead of the workflow's copy of it.
+    """
+    import json
+
+    from scjepa.config import ROLE_COLUMNS, SPLIT_ROLES
+
+    name = spec["dataset"]
+    prov = json.loads(Path(provenance_path).read_text())
+    cols = dict(spec.get("columns", {}))
+    gene_id_column = cols.pop("gene_ids", None)
+    roles = list(spec["roles"])
+    cfg = PreprocessConfig(
+        target_sum=settings["target_sum"],
+        chunk_size=settings["chunk_size"],
+        min_coverage=spec["min_coverage"] if spec.get("min_coverage") is not None else settings["min_coverage"],
+        split_fractions=tuple(settings["split_fractions"]),
+        split_seed=settings["split_seed"],
+        x_kind=prov.get("x_kind", spec.get("x_kind", "counts")),
+        columns=cols,
+        required=tuple(sorted({c for r in roles for c in ROLE_COLUMNS[r]})),
+        keep_columns=tuple(spec.get("keep_columns", [])),
+        gene_id_column=gene_id_column,
+        matrix=spec.get("matrix", "X"),
+        dataset=name,
+        needs_split=any(r in SPLIT_ROLES for r in roles),
+    )
+    copies = {str(raw_path): prov["origin"]} if prov.get("source") == "local" and prov.get("origin") else {}
+    try:
+        return preprocess(raw_path, GeneSpace.read(genes_path), out_path, cfg, raw_sha256=prov.get("sha256"),
+                          source=spec["source"], progress=progress)
+    except InputError as exc:
+        raise exc.for_dataset(name, copies=copies) from None

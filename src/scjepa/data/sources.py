@@ -118,8 +118,19 @@ def fetch(spec: dict, dest: str | os.PathLike, *, progress: bool = True) -> dict
     """Materialise the dataset described by ``spec`` (its config entry) at ``dest``.
 
     Returns the provenance record described in the module docstring. Raises
-    :class:`~scjepa.errors.InputError` naming the key for a malformed spec.
+    :class:`~scjepa.errors.InputError` naming the key for a malformed spec; when ``spec`` carries
+    the dataset's name under ``dataset`` (as the workflow passes it; ``name`` is the bundled
+    source's own key), the key is the full config key (``datasets.<dataset>.path``).
     """
+    try:
+        return _fetch(spec, dest, progress=progress)
+    except InputError as exc:
+        if isinstance(spec, dict) and spec.get("dataset"):
+            raise exc.for_dataset(str(spec["dataset"])) from None
+        raise
+
+
+def _fetch(spec: dict, dest: str | os.PathLike, *, progress: bool) -> dict[str, Any]:
     if not isinstance(spec, dict):
         raise InputError(f"dataset entry must be a mapping, got {type(spec).__name__}")
     source = spec.get("source")
@@ -156,7 +167,7 @@ def fetch(spec: dict, dest: str | os.PathLike, *, progress: bool = True) -> dict
         info = _bundled_info(name)
         record.update(
             origin=info["origin"],
-            name=name,
+            bundled_name=name,  # not "name": that is the dataset's own name in the config
             package=info["package"],
             package_version=info["package_version"],
             source_file_sha256=info["source_file_sha256"],
@@ -668,6 +679,48 @@ def fetch_synthetic(params: dict, dest: str | os.PathLike) -> str:
 
     write_h5ad(adata, dest)
     return sha256_file(dest)
+
+
+# --------------------------------------------------------------------------------------------
+# fingerprints: a local source is tracked by its content, not its modification time
+
+
+def file_fingerprint(path: str | os.PathLike, cache: str | os.PathLike | None = None) -> dict[str, Any]:
+    """``{"path", "bytes", "sha256"}`` of a user's file: what a rerun decision should depend on.
+
+    The workflow puts this in the parameters of a local dataset's jobs, so a file edited in place
+    (new content) reruns them and a file merely touched (same bytes, new mtime) does not. Hashing a
+    large file is paid once per change: ``cache`` (a JSON file) maps (path, size, mtime, inode) to
+    the digest computed last time. Raises InputError naming the file when it is missing.
+    """
+    import json
+
+    src = Path(path).expanduser()
+    if not src.is_file():
+        raise InputError("does not exist or is not a file", path=src, key="path")
+    st = src.stat()
+    resolved = str(src.resolve())
+    stamp = f"{resolved}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
+    table: dict[str, str] = {}
+    if cache is not None and Path(cache).is_file():
+        try:
+            table = json.loads(Path(cache).read_text())
+        except (OSError, ValueError):
+            table = {}  # a damaged cache only costs a re-hash
+    digest = table.get(stamp)
+    if digest is None:
+        if st.st_size > (1 << 30):
+            print(f"fingerprinting {src} ({st.st_size / 2**30:.1f} GiB) once: sha256 of its content",
+                  file=sys.stderr)
+        digest = sha256_file(src)
+        if cache is not None:
+            table = {k: v for k, v in table.items() if not k.startswith(resolved + "|")}
+            table[stamp] = digest
+            from scjepa.io import write_text
+
+            Path(cache).parent.mkdir(parents=True, exist_ok=True)
+            write_text(json.dumps(table, indent=1, sort_keys=True), cache)
+    return {"path": resolved, "bytes": int(st.st_size), "sha256": digest}
 
 
 # --------------------------------------------------------------------------------------------
