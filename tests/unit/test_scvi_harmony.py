@@ -1,4 +1,4 @@
-"""scVI and Harmony baselines (scjepa.methods.scvi, scjepa.methods.harmony).
+"""scVI and Harmony baselines (scjepa.methods.scvi, scjepa.methods.harmony, scjepa.methods.per_dataset).
 
 Tiny data (600 cells x 200 genes, 3 batches, 3 cell types; negative-binomial counts with per-batch gene
 multipliers) and a few scVI epochs, so the module runs in well under a minute on two CPU cores.
@@ -16,7 +16,8 @@ import scipy.sparse as sp
 
 from scjepa.errors import InputError
 from scjepa.methods.harmony import HarmonyMethod, pca
-from scjepa.methods.scvi import SCVIMethod, check_counts_layer, embed_dataset, make_method
+from scjepa.methods.per_dataset import embed_dataset, make_method
+from scjepa.methods.scvi import SCVIMethod, check_counts_layer
 
 # small, fast scVI settings for the tests (the defaults are for real runs)
 FAST_SCVI = dict(max_epochs=3, n_layers=1, n_hidden=32, batch_size=128, progress_bar=False)

@@ -1,7 +1,7 @@
 """Rules embed_scvi / embed_harmony: methods fitted on each evaluation dataset itself."""
 
 from scjepa.logs import rule_log
-from scjepa.methods.scvi import embed_dataset
+from scjepa.methods.per_dataset import embed_dataset
 
 with rule_log(snakemake.log[0]) as log:
     hparams = {k: v for k, v in snakemake.params.hparams.items() if k != "family"}

@@ -34,7 +34,7 @@ import scipy.sparse as sp
 
 from scjepa.errors import InputError
 from scjepa.io import atomic_path
-from scjepa.methods.scvi import check_batch_column, embed_dataset, make_method  # noqa: F401 (re-export)
+from scjepa.methods.per_dataset import check_batch_column
 
 log = logging.getLogger(__name__)
 
@@ -175,4 +175,4 @@ class HarmonyMethod:
             )
 
 
-__all__ = ["HarmonyMethod", "embed_dataset", "pca"]
+__all__ = ["HarmonyMethod", "pca"]
