@@ -1133,3 +1133,63 @@ def write_h5ad_chunked(
                 write_elem(f, key, {})
             f.attrs["encoding-type"] = "anndata"
             f.attrs["encoding-version"] = "0.1.0"
+
+
+# --------------------------------------------------------------------------------------------
+# the cell-type hierarchy as ontology terms (for scTab's hierarchy-corrected F1, scjepa.ontology)
+
+#: Prefix of the synthetic term ids. Not a registered OBO prefix, so an id can never be mistaken for
+#: a Cell Ontology term.
+ONTOLOGY_PREFIX = "SYNCL"
+_ROOT_NAME = "cell"
+_NOVEL_OFFSET = 500  # novel subtypes of a lineage are numbered from here, regular ones below it
+
+
+def _term_id(number: int) -> str:
+    return f"{ONTOLOGY_PREFIX}:{number:07d}"
+
+
+def cell_type_terms(n_types: int = 16, n_novel_types: int = len(_NOVEL_CATALOG)) -> pd.DataFrame:
+    """The world's cell-type lineage as ontology terms: the root, every lineage, every type.
+
+    One row per term, columns ``term_id`` (``"SYNCL:nnnnnnn"``), ``name``, ``parent_id`` (None for
+    the root) and ``level`` (``"root"``, ``"lineage"``, ``"type"``, ``"novel type"``). Type names are
+    spelt exactly as ``obs["cell_type"]`` of the generated data ("lineage/subtype"), so the name ->
+    id map needs no new obs column; novel types are the out-of-distribution study's first
+    ``n_novel_types`` (named under the same lineage fallback as :meth:`World.novel_types`).
+    ``n_types`` is the generator option of the same name (default 16).
+
+    The tree is root -> lineage -> type (a type ``is_a`` its lineage). Ids depend on a term's place in
+    the catalogs only (lineage ``L`` = 1-based catalog position: ``L·1000``; its subtype of rank ``r``:
+    ``L·1000 + 1 + r``; its novel subtype ``j``: ``L·1000 + 500 + j``), so a type keeps its id whatever
+    ``n_types``. A pure function of the catalogs: no random draw, and the generator's output is
+    untouched.
+    """
+    if n_types < 2:
+        raise ValueError(f"n_types must be >= 2, got {n_types}")
+    if not 0 <= n_novel_types <= len(_NOVEL_CATALOG):
+        raise ValueError(f"n_novel_types must be in [0, {len(_NOVEL_CATALOG)}], got {n_novel_types}")
+    catalog_index = {lin: i + 1 for i, (lin, _) in enumerate(_CATALOG)}
+    types = _type_catalog(n_types)
+    present = list(dict.fromkeys(lin for lin, _ in types))
+    rows = [(_term_id(0), _ROOT_NAME, None, "root")]
+    rows += [(_term_id(catalog_index[lin] * 1000), lin, _term_id(0), "lineage") for lin in present]
+    rank: dict[str, int] = {}
+    for lin, sub in types:  # _type_catalog deals ranks in order within each lineage
+        r = rank.get(lin, 0)
+        rank[lin] = r + 1
+        if r + 1 >= _NOVEL_OFFSET:
+            raise ValueError(f"n_types={n_types} exceeds the id space of lineage '{lin}'")
+        base = catalog_index[lin] * 1000
+        rows.append((_term_id(base + 1 + r), f"{lin}/{sub}", _term_id(base), "type"))
+    for j, (lineage, sub) in enumerate(_NOVEL_CATALOG[:n_novel_types]):
+        lin = lineage if lineage in present else present[0]  # World.novel_types' fallback
+        base = catalog_index[lin] * 1000
+        rows.append((_term_id(base + _NOVEL_OFFSET + j), f"{lin}/{sub}", _term_id(base), "novel type"))
+    return pd.DataFrame(rows, columns=["term_id", "name", "parent_id", "level"])
+
+
+def cell_type_term_ids(n_types: int = 16, n_novel_types: int = len(_NOVEL_CATALOG)) -> dict[str, str]:
+    """Name -> term id of every term of :func:`cell_type_terms` (cell types, lineages, the root)."""
+    terms = cell_type_terms(n_types, n_novel_types)
+    return dict(zip(terms["name"], terms["term_id"]))
