@@ -371,6 +371,12 @@ def test_score_script_writes_record_samples_and_the_figure_draws(tmp_path):
     bad.params.record_failures = True
     assert script.main(bad)["status"] == "failed"
 
+    # the embedding is checked once, by the contract reader: rows in another order are an error naming it
+    shuffled = emb[::-1].copy()
+    shuffled.write_h5ad(tmp_path / "shuffled.h5ad")
+    with pytest.raises(InputError, match="shuffled.h5ad"):
+        script.main(smk(tmp_path / "shuffled.h5ad", data_p, "timecourse", "m4"))
+
     fig = plot_bridge_paths({"M1": tmp_path / "m1.samples.npz", "M3 (failed)": tmp_path / "m3.samples.npz",
                              "missing": tmp_path / "nope.npz"}, tmp_path / "f.png", tmp_path / "f.pdf")
     assert (tmp_path / "f.png").stat().st_size > 1000 and (tmp_path / "f.pdf").stat().st_size > 1000

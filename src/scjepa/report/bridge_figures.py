@@ -3,7 +3,7 @@
 One panel per method. The panel's axes are the first two principal components of that method's
 own latent (fitted on the stored snapshot cells; every latent has its own geometry, so axes are
 not comparable across panels). Cells are coloured by time (shared colour bar); paths are chained
-Brownian-bridge samples from the first to the last snapshot (``scjepa.tasks.bridge.sample_paths``),
+Brownian-bridge samples from the first to the last snapshot (``scjepa.tasks.bridge.sampling.sample_paths``),
 drawn as thin lines. A perturbation dataset's samples (``kind == "perturbation"``) colour cells
 by condition (legend) and draw control → perturbed paths.
 
