@@ -15,7 +15,7 @@ import yaml
 
 from scjepa.errors import InputError
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"  # package data: found installed too
 
 TORCH_FAMILIES = ("scjepa", "mae", "barlow_twins", "supervised")
 ALL_TASKS = ("zero_shot", "finetune", "integration", "spatial", "bridge")
