@@ -1,6 +1,6 @@
 """The one kNN classifier of the project, its annotation scores and the linear probe beside it.
 
-k = 5 nearest neighbours by Euclidean distance, majority vote (PROTOCOL.md "Evaluations"). Reference
+k = 5 nearest neighbours by Euclidean distance, majority vote (docs/PROTOCOL.md §3.1). Reference
 and query must be disjoint: :func:`knn_predict` refuses overlapping cell ids, so a query cell can
 never be its own neighbour (unlike ssl_in_scg's code, no "self match" needs dropping). Used by every
 task and by the training engine's val curve.

@@ -1,4 +1,4 @@
-"""Preprocessing (PROTOCOL.md, Data): checks, normalise to 1e4 + log1p, gene alignment, donor split.
+"""Preprocessing (docs/PROTOCOL.md §1.2-1.5): checks, normalise to 1e4 + log1p, gene alignment, donor split.
 
 Memory is bounded by ``chunk_size`` rows, never by the dataset: the raw file is read backed, each
 chunk is checked, aligned to the corpus gene space and normalised, and appended to the output's

@@ -1,7 +1,7 @@
 """Methods fitted on each evaluation dataset itself (scVI, Harmony): their shared checks and entry point.
 
 These baselines are transductive: there is no pretrained model to apply to new data, so the workflow
-calls :func:`embed_dataset` once per (method, dataset) (PROTOCOL.md, Methods).
+calls :func:`embed_dataset` once per (method, dataset) (docs/PROTOCOL.md §2.4).
 """
 
 from __future__ import annotations

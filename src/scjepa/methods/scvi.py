@@ -1,4 +1,4 @@
-"""scVI baseline (scvi-tools), trained per evaluation dataset on raw counts (PROTOCOL.md, Methods).
+"""scVI baseline (scvi-tools), trained per evaluation dataset on raw counts (docs/PROTOCOL.md §2.4).
 
 scVI is an *integration* baseline: it is fitted on each evaluation dataset separately (transductive),
 on ``layers["counts"]`` of the processed dataset, with ``obs["batch"]`` as its batch covariate, and its

@@ -1,4 +1,4 @@
-# scJEPA (PROTOCOL.md, Methods): global + 8 masked views, shared encoder/decoder, L = (1-λ) L_sim + λ SIGReg + γ L_recon.
+# scJEPA (docs/PROTOCOL.md §2.2): global + 8 masked views, shared encoder/decoder, L = (1-λ) L_sim + λ SIGReg + γ L_recon.
 # Its ablations (config entries with family scjepa) run through the same rules.
 # Embeddings: results/embeddings/{method}/{dataset}.h5ad (obsm["X_emb"]); model: results/models/{method}/.
 

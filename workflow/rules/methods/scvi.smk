@@ -1,5 +1,5 @@
 # scVI (scvi-tools): an integration baseline trained per dataset on raw counts (layers["counts"]),
-# with explicit max_epochs and a KL warm-up that completes (PROTOCOL.md, Methods).
+# with explicit max_epochs and a KL warm-up that completes (docs/PROTOCOL.md §2.4).
 
 
 rule embed_scvi:
