@@ -16,6 +16,16 @@ if not workflow.config_settings.configfiles:
 include: "workflow/rules/common.smk"
 
 
+# One rule file per task: its scoring rule (and, for a task the library does not declare, its
+# declaration). Read before `rule all`, whose targets are every registered task's tables and figures.
+for _task_file in TASK_FILES:
+
+    include: _task_file
+
+
+check_tasks_registered()
+
+
 wildcard_constraints:
     dataset=r"[^/]+",
     method=r"[^/]+",
@@ -38,7 +48,6 @@ for _method_file in method_rule_files():
     include: _method_file
 
 
-include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -17,23 +17,10 @@ from scjepa.errors import InputError
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"  # package data: found installed too
 
-TORCH_FAMILIES = ("scjepa", "mae", "barlow_twins", "supervised")
-ALL_TASKS = ("zero_shot", "finetune", "integration", "spatial", "bridge")
-DEFAULT_SERVES = {
-    **{f: list(ALL_TASKS) for f in TORCH_FAMILIES},
-    "pca": ["zero_shot", "integration", "spatial", "bridge"],
-    "scvi": ["integration"],
-    "harmony": ["integration"],
-}
-#: dataset role -> tasks that run on it
-ROLE_TASKS = {
-    "in_distribution": ("zero_shot", "finetune"),
-    "out_of_distribution": ("zero_shot", "finetune"),
-    "integration": ("integration",),
-    "spatial": ("spatial", "finetune"),
-    "timecourse": ("bridge",),
-    "perturbation": ("bridge",),
-}
+from scjepa.tasks import registry as tasks_registry
+
+#: families whose training rule reads the ``training:`` section (torch encoders)
+TORCH_FAMILIES = tuple(f for f, k in tasks_registry.FAMILY_KINDS.items() if k == tasks_registry.ENCODER)
 SOURCE_KEYS = {
     "synthetic": ("synthetic",),
     "url": ("url", "sha256"),
@@ -56,8 +43,21 @@ ROLE_COLUMNS = {
 SPLIT_ROLES = ("pretrain", "in_distribution", "out_of_distribution", "spatial")
 
 
-def load_schema() -> dict:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+def load_schema(extra_tasks=()) -> dict:
+    """The config schema, with the task names it accepts taken from the task registry.
+
+    ``extra_tasks``: tasks a workflow declares in its own rule files (``workflow/rules/tasks/<name>.smk``),
+    registered only once those files are read; their ``tasks.<name>`` settings are checked then.
+    """
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    names = list(dict.fromkeys([*tasks_registry.names(), *extra_tasks]))
+    schema["definitions"]["method"]["properties"]["serves"]["items"]["enum"] = names
+    props = schema["properties"]["tasks"]["properties"]
+    for name in names:
+        if name not in props:
+            props[name] = {"type": "object", "default": {},
+                           "description": f"Settings of the task '{name}' (its declaration's schema)."}
+    return schema
 
 
 def _set_defaults(instance: Any, schema: dict, root: dict) -> None:
@@ -79,11 +79,11 @@ def _set_defaults(instance: Any, schema: dict, root: dict) -> None:
                 _set_defaults(value, extra, root)
 
 
-def validate(config: dict) -> dict:
+def validate(config: dict, extra_tasks=()) -> dict:
     """Schema-validate ``config`` (a copy, defaults filled), then :func:`check` it."""
     import jsonschema
 
-    schema = load_schema()
+    schema = load_schema(extra_tasks)
     cfg = copy.deepcopy(config)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
@@ -103,7 +103,7 @@ def method_entry(config: dict, method: str) -> dict:
     entry.setdefault("label", None)
     entry.setdefault("ablation_of", None)
     entry.setdefault("gpu", 0)
-    entry.setdefault("serves", DEFAULT_SERVES.get(entry["family"], ["zero_shot", "integration", "spatial", "bridge"]))
+    entry.setdefault("serves", tasks_registry.default_serves(entry["family"]))
     if entry["label"] is None:
         entry["label"] = method
     return entry
@@ -146,9 +146,39 @@ def check(config: dict) -> None:
         if entry.get("ablation_of") and entry["ablation_of"] not in config.get("method_params", {}):
             raise InputError(f"ablation_of '{entry['ablation_of']}' is not a method",
                              key=f"method_params.{m}.ablation_of")
-        if "finetune" in entry.get("serves", []) and entry["family"] in ("pca", "scvi", "harmony"):
-            raise InputError(f"family '{entry['family']}' has no encoder to fine-tune",
-                             key=f"method_params.{m}.serves")
+        for task in entry.get("serves", []):
+            if task in tasks_registry.REGISTRY and not tasks_registry.can_serve(entry["family"], task):
+                kind = tasks_registry.family_kind(entry["family"])
+                needs = " or ".join(tasks_registry.get(task).only or ())
+                raise InputError(f"family '{entry['family']}' ({kind}) cannot serve '{task}', which needs a method "
+                                 f"of kind {needs} (e.g. no encoder to fine-tune)", key=f"method_params.{m}.serves")
+
+
+def register_task_settings(config: dict, task) -> None:
+    """Check and default ``config["tasks"][task.name]`` against a user task's settings schema (a JSON schema of
+    an object), once its rule file registered it."""
+    import jsonschema
+
+    section = config.setdefault("tasks", {}).setdefault(task.name, {})
+    schema = {"type": "object", "additionalProperties": False, "properties": {}, **dict(task.settings)}
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(section), key=lambda e: list(e.absolute_path))
+    if errors:
+        e = errors[0]
+        key = ".".join(["tasks", task.name, *map(str, e.absolute_path)])
+        raise InputError(f"invalid config: {e.message}", key=key)
+    _set_defaults(section, schema, schema)
+
+
+def check_tasks_registered(config: dict) -> None:
+    """Every ``tasks.<name>`` section and every ``serves`` entry names a registered task (a typo is an error)."""
+    known = tasks_registry.names()
+    for name in config.get("tasks", {}):
+        if name not in known:
+            raise InputError(f"unknown task '{name}' (known: {', '.join(known)})", key=f"tasks.{name}")
+    for m, entry in config.get("method_params", {}).items():
+        for task in entry.get("serves", []) or []:
+            if task not in known:
+                raise InputError(f"unknown task '{task}' (known: {', '.join(known)})", key=f"method_params.{m}.serves")
 
 
 def schema_markdown() -> str:

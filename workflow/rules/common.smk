@@ -10,9 +10,15 @@ sys.path.insert(0, str(WORKFLOW_DIR / "src"))  # the library, also when not pip-
 
 import scjepa.config as scjepa_config
 from scjepa.errors import InputError
+from scjepa.tasks import registry as tasks_registry
+from scjepa.tasks.registry import Figure, Table, Task  # for task files: register_task(Task(...))
+
+#: one rule file per task (workflow/rules/tasks/<task>.smk): the task's scoring rule and, for a task
+#: the library does not declare, its declaration (register_task)
+TASK_FILES = sorted(str(p.relative_to(WORKFLOW_DIR)) for p in (WORKFLOW_DIR / "workflow/rules/tasks").glob("*.smk"))
 
 try:
-    _checked = scjepa_config.validate(config)
+    _checked = scjepa_config.validate(config, extra_tasks=[Path(f).stem for f in TASK_FILES])
 except InputError as _exc:
     raise WorkflowError(f"Configuration error: {_exc}") from None
 config.clear()
@@ -21,7 +27,7 @@ config.update(_checked)
 DATASETS = config["datasets"]
 CORPUS = config["corpus"]
 METHODS = list(config["methods"])
-FINETUNE_SEEDS = list(config["tasks"]["finetune"]["seeds"])  # one job fine-tunes them all
+FINETUNE_SEEDS = tasks_registry.get("finetune").replicate_ids(config)  # one job fine-tunes them all
 NEVER = "(?!x)x"  # a regex that matches nothing: a wildcard constraint for an empty set
 
 
@@ -196,25 +202,49 @@ def curve_inputs(wildcards=None):
 # ---- score targets --------------------------------------------------------------------------------
 
 
+def register_task(task):
+    """Declare a task from its rule file (``workflow/rules/tasks/<name>.smk``); checks and defaults its
+    ``tasks.<name>`` settings against the declaration's schema."""
+    tasks_registry.register(task)
+    try:
+        scjepa_config.register_task_settings(config, task)
+    except InputError as exc:
+        raise WorkflowError(f"Configuration error: {exc}") from None
+    return task
+
+
+def check_tasks_registered():
+    """After every task file is read: each ``tasks.<name>`` and ``serves`` entry names a registered task."""
+    for f in TASK_FILES:
+        if Path(f).stem not in tasks_registry.REGISTRY:
+            raise WorkflowError(f"{f} declares no task '{Path(f).stem}': call register_task(Task('{Path(f).stem}', ...))")
+    try:
+        scjepa_config.check_tasks_registered(config)
+    except InputError as exc:
+        raise WorkflowError(f"Configuration error: {exc}") from None
+
+
+def datasets_with_roles(roles):
+    return [d for d, e in DATASETS.items() if any(r in e["roles"] for r in roles)]
+
+
 def eval_datasets(task):
-    return sorted({d for d, e in DATASETS.items() for r in e["roles"] if task in scjepa_config.ROLE_TASKS.get(r, ())})
+    return sorted(datasets_with_roles(tasks_registry.get(task).roles))
 
 
 def score_paths(task, methods=None, datasets=None):
+    """The score records of ``task``: one per (method, dataset), or one per replicate (seed, run)."""
     methods = methods_serving(task) if methods is None else methods
     datasets = eval_datasets(task) if datasets is None else datasets
+    replicates = tasks_registry.get(task).replicate_ids(config)
     out = []
     for m in methods:
         for d in datasets:
-            if task == "finetune":
-                out += [f"results/scores/finetune/{m}/{d}/{s}.json" for s in FINETUNE_SEEDS]
-            elif task == "integration":
-                out += [f"results/scores/integration/{m}/{d}/{r}.json" for r in range(config["tasks"]["integration"]["runs"])]
-            else:
+            if replicates is None:
                 out.append(f"results/scores/{task}/{m}/{d}.json")
+            else:
+                out += [f"results/scores/{task}/{m}/{d}/{r}.json" for r in replicates]
     return out
-
-
 
 
 def method_hparams(wildcards):
@@ -254,13 +284,6 @@ def bridge_kind(wildcards):
 # ---- report layout --------------------------------------------------------------------------------
 
 TORCH_FAMILIES = scjepa_config.TORCH_FAMILIES
-#: bridge readout -> (dataset role, metric, higher is better, label)
-BRIDGE_TABLES = {
-    "interpolation": ("timecourse", "w1_ref_rel_mccann", False, "Held-out time point: W1 / W1(McCann) in the reference space"),
-    "fate": ("timecourse", "fate_accuracy", True, "Fate prediction accuracy from chained couplings"),
-    "perturbation": ("perturbation", "l2_means_ct", False, "Control to perturbed transport: l2 of per-cell-type feature means (lower is better)"),
-}
-BRIDGE_READOUTS = [r for r, (role, *_rest) in BRIDGE_TABLES.items() if datasets_with_role(role)]
 
 
 def method_labels():
@@ -292,44 +315,44 @@ def torch_methods():
 
 def na_cells():
     """Every (task, method) pair a method does not serve renders n/a."""
-    return [{"task": t, "method": m, "dataset": "*"} for m in METHODS for t in scjepa_config.ALL_TASKS
+    return [{"task": t, "method": m, "dataset": "*"} for m in METHODS for t in tasks_registry.names()
             if t not in method_entry(m)["serves"]]
 
 
-def table_scores(table):
+def table_spec(name):
+    return next(t for t in tasks_registry.tables() if t.name == name)
+
+
+def table_rows(tab):
+    """Rows of a table: the main methods, or (Table 4) each ablated method followed by its variants."""
+    return ablation_methods() if tab.rows == "ablation" else main_methods()
+
+
+def table_datasets(tab):
+    return datasets_with_roles(tab.roles)
+
+
+def table_scores(tab):
     """Score files a table reads (only those the DAG produces: n/a cells have none)."""
-    if table in ("in_distribution", "out_of_distribution", "ablation"):
-        rows = ablation_methods() if table == "ablation" else main_methods()
-        ds = datasets_with_role("in_distribution" if table == "ablation" else table)
-        return score_paths("zero_shot", [m for m in rows if "zero_shot" in method_entry(m)["serves"]], ds) + \
-            score_paths("finetune", [m for m in rows if "finetune" in method_entry(m)["serves"]], ds)
-    if table == "spatial":
-        ds = datasets_with_role("spatial")
-        rows = main_methods()
-        return score_paths("spatial", [m for m in rows if "spatial" in method_entry(m)["serves"]], ds) + \
-            score_paths("finetune", [m for m in rows if "finetune" in method_entry(m)["serves"]], ds)
-    if table == "integration":
-        return score_paths("integration", task_methods("integration"), datasets_with_role("integration"))
-    if table == "bridge":
-        ds = datasets_with_role("timecourse") + datasets_with_role("perturbation")
-        return score_paths("bridge", task_methods("bridge"), ds)
-    raise ValueError(table)
+    rows, datasets = table_rows(tab), table_datasets(tab)
+    out = []
+    for task in tab.reads:
+        out += score_paths(task, [m for m in rows if task in method_entry(m)["serves"]], datasets)
+    return out
 
 
-def bridge_readout_datasets(wildcards):
-    return datasets_with_role(BRIDGE_TABLES[wildcards.readout][0])
-
-
-def bridge_readout_metric(wildcards):
-    return BRIDGE_TABLES[wildcards.readout][1]
-
-
-def bridge_readout_higher(wildcards):
-    return BRIDGE_TABLES[wildcards.readout][2]
-
-
-def bridge_readout_label(wildcards):
-    return BRIDGE_TABLES[wildcards.readout][3]
+def table_params(tab):
+    """The table rule's params (the keys ``scjepa.report.tables.render_rule`` reads)."""
+    params = {"table": tab.renderer, "methods": table_rows(tab), "datasets": table_datasets(tab), "na": na_cells(),
+              "row_labels": method_labels()}
+    if tab.replicates_of:
+        params["seeds"] = tasks_registry.get(tab.replicates_of).replicate_ids(config)
+    if tab.probe:
+        params["probe"] = config["tasks"]["zero_shot"]["linear_probe"]
+    if tab.renderer == "generic":
+        params.update(task=tab.reads[0], metric=tab.metric, higher_is_better=tab.higher_is_better,
+                      metric_label=tab.label, name=tab.name, caption=tab.label)
+    return params
 
 
 def spatial_figure_scores(wildcards):
@@ -364,19 +387,18 @@ def figure_files(name):
 
 
 def all_targets():
+    """Every table and figure of the run: those of each registered task whose datasets are in the config."""
     out = []
-    if datasets_with_role("in_distribution"):
-        out += table_files("table1_in_distribution") + table_files("table4_ablation") * bool(ablation_methods())
-    if datasets_with_role("out_of_distribution"):
-        out += table_files("table2_out_of_distribution")
-    if datasets_with_role("spatial"):
-        out += table_files("table3_spatial")
-        out += [f for d in datasets_with_role("spatial") for f in figure_files(f"fig3_spatial_{d}")]
-    if datasets_with_role("integration"):
-        out += table_files("table_integration") + figure_files("fig2_integration")
-    for r in BRIDGE_READOUTS:
-        out += table_files(f"table_bridge_{r}")
-    out += [f for d in datasets_with_role("timecourse") for f in figure_files(f"fig5_bridge_{d}")]
+    for tab in tasks_registry.tables():
+        if table_datasets(tab) and table_rows(tab):
+            out += table_files(tab.name)
+    for task in tasks_registry.REGISTRY.values():
+        for fig in task.figures:
+            datasets = datasets_with_roles(fig.roles)
+            if "{dataset}" in fig.name:
+                out += [f for d in datasets for f in figure_files(fig.name.format(dataset=d))]
+            elif datasets:
+                out += figure_files(fig.name)
     if torch_methods():
         out += figure_files("fig4_training_dynamics")
     return out

@@ -1,0 +1,42 @@
+# Task 'finetune': its scoring rule. The task itself (roles, methods served, tables, figures) is declared in
+# the task registry, scjepa.tasks.registry; a task the library does not declare calls register_task(...) here.
+# Each rule reads the method contract (results/embeddings/{method}/{dataset}.h5ad) or, for fine-tuning,
+# the model directory, and writes the score records results/scores/finetune/{method}/{dataset}[/{seed}].json.
+
+
+rule score_finetune:
+    """Pretrained encoder + linear head, full fine-tuning, model selection on val; every seed.
+
+    All seeds of a (method, dataset) share one job: the imports and the dataset read (~5 s, more than
+    one fine-tuning run of the default config) are paid once; each seed's record is what a job of its
+    own would write.
+    """
+    input:
+        processed=processed_input,
+        model=model_input,
+    output:
+        scores=expand(
+            "results/scores/finetune/{{method}}/{{dataset}}/{seed}.json",
+            seed=FINETUNE_SEEDS,
+        ),
+        histories=expand(
+            "results/scores/finetune/{{method}}/{{dataset}}/{seed}.history.csv",
+            seed=FINETUNE_SEEDS,
+        ),
+    params:
+        finetune=finetune_params,
+        init="pretrained",
+        seeds=FINETUNE_SEEDS,
+    log:
+        "logs/score_finetune/{method}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/score_finetune/{method}/{dataset}.tsv"
+    threads: config["training"]["threads"]
+    resources:
+        mem_mb=mem(8000),
+        runtime=runtime(120 * len(FINETUNE_SEEDS)),
+        gpu=1,
+    conda:
+        ENV
+    script:
+        "../../scripts/score_finetune.py"

@@ -1,0 +1,34 @@
+# Task 'integration': its scoring rule. The task itself (roles, methods served, tables, figures) is declared in
+# the task registry, scjepa.tasks.registry; a task the library does not declare calls register_task(...) here.
+# Each rule reads the method contract (results/embeddings/{method}/{dataset}.h5ad) or, for fine-tuning,
+# the model directory, and writes the score records results/scores/integration/{method}/{dataset}[/{seed}].json.
+
+
+rule score_integration:
+    """scib-metrics Benchmarker, one run per seed on a random subsample: bio, batch, total.
+
+    All runs of a (method, dataset) share one job: scib-metrics' JIT compilation is paid once.
+    """
+    input:
+        emb=embedding_input,
+        processed=processed_input,
+    output:
+        scores=expand(
+            "results/scores/integration/{{method}}/{{dataset}}/{run}.json",
+            run=range(config["tasks"]["integration"]["runs"]),
+        ),
+    params:
+        integration=integration_params,
+        seeds=list(range(config["tasks"]["integration"]["runs"])),
+    log:
+        "logs/score_integration/{method}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/score_integration/{method}/{dataset}.tsv"
+    threads: 1
+    resources:
+        mem_mb=mem(8000),
+        runtime=runtime(60),
+    conda:
+        ENV
+    script:
+        "../../scripts/score_integration.py"

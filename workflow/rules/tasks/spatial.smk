@@ -1,0 +1,27 @@
+# Task 'spatial': its scoring rule. The task itself (roles, methods served, tables, figures) is declared in
+# the task registry, scjepa.tasks.registry; a task the library does not declare calls register_task(...) here.
+# Each rule reads the method contract (results/embeddings/{method}/{dataset}.h5ad) or, for fine-tuning,
+# the model directory, and writes the score records results/scores/spatial/{method}/{dataset}[/{seed}].json.
+
+
+rule score_spatial:
+    """Spatial: zero-shot kNN within the tissue and cross-platform transfer from a dissociated reference."""
+    input:
+        unpack(spatial_inputs),
+    output:
+        score="results/scores/spatial/{method}/{dataset}.json",
+        predictions="results/scores/spatial/{method}/{dataset}.predictions.csv",
+    params:
+        reference=spatial_reference,
+        k=config["tasks"]["spatial"]["k"],
+        seed=config["seed"],
+    log:
+        "logs/score_spatial/{method}/{dataset}.log",
+    threads: 1
+    resources:
+        mem_mb=mem(4000),
+        runtime=runtime(30),
+    conda:
+        ENV
+    script:
+        "../../scripts/score_spatial.py"
