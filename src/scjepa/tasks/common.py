@@ -1,7 +1,7 @@
 """The Snakemake side of the score scripts: the ``snakemake`` object in, one score record out.
 
 The records themselves (and embedding reading) are :mod:`scjepa.contracts`; the rules that call these
-helpers are ``workflow/rules/evaluate.smk``.
+helpers are in ``workflow/rules/tasks/``.
 """
 
 from __future__ import annotations
