@@ -25,6 +25,7 @@ from torch import nn
 
 from scjepa.errors import InputError
 from scjepa.methods.base import TorchMethod, TrainHParams, encoder_kwargs
+from scjepa.models.distributed import BatchNorm1d, draw_cells, gather_cells
 from scjepa.models.mlp import Encoder, keep_mask, quantise
 
 
@@ -53,25 +54,28 @@ def _projector(dims) -> nn.Sequential:
         if i == len(dims) - 2:
             layers.append(nn.Linear(a, b, bias=False))
         else:
-            layers += [nn.Linear(a, b, bias=False), nn.BatchNorm1d(b), nn.ReLU(inplace=True)]
+            # BatchNorm over the global batch with data-parallel ranks (plain BatchNorm1d otherwise)
+            layers += [nn.Linear(a, b, bias=False), BatchNorm1d(b), nn.ReLU(inplace=True)]
     return nn.Sequential(*layers)
 
 
 def augment(x: torch.Tensor, hp: BarlowTwinsHParams, generator=None, sigma: float | None = None) -> torch.Tensor:
-    """One augmented copy of x (N, D); every draw comes from ``generator``."""
+    """One augmented copy of x (N, D); every draw comes from ``generator`` (per cell: ``draw_cells``)."""
     def randn(*shape):
-        return torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
+        return draw_cells(shape, 0, lambda s: torch.randn(s, generator=generator, device=x.device, dtype=x.dtype))
 
     if hp.augmentation == "gaussian":
         return (x + randn(*x.shape).mul_(hp.gaussian_sigma if sigma is None else sigma)).clamp_min_(0)
     k = hp.negbin_total_count
-    p = torch.rand((x.shape[0], 1), generator=generator, device=x.device, dtype=x.dtype).clamp_(max=0.99)
+    p = draw_cells((x.shape[0], 1), 0, lambda s: torch.rand(s, generator=generator, device=x.device,
+                                                            dtype=x.dtype)).clamp_(max=0.99)
     mu = k * p / (1 - p)  # NB(k, p): mean μ, variance μ + μ²/k; moment-matched Gaussian, clamped at 0
     n = randn(*x.shape).mul_((mu + mu**2 / k).sqrt()).add_(mu).clamp_min_(0)
     out = torch.log1p(n.mul_(1e4 / n.sum(1, keepdim=True).clamp_min(1e-6))).mul_(hp.negbin_intensity).add_(x)
     if hp.dropout_intensity > 0:
         q = hp.dropout_intensity
-        out.mul_(keep_mask(x.shape, q, generator, x.device)).mul_(32768 / (32768 - quantise(q)))
+        out.mul_(draw_cells(x.shape, 0, lambda s: keep_mask(s, q, generator, x.device)))
+        out.mul_(32768 / (32768 - quantise(q)))
     return out.clamp_min_(0)
 
 
@@ -90,10 +94,11 @@ class BarlowTwinsModule(nn.Module):
         s2 = self.hp.gaussian_sigma / 10
         v = torch.cat([augment(x, self.hp, generator), augment(x, self.hp, generator, sigma=s2)])
         z = self.encoder(v)
-        p1, p2 = (self.projector(zz).float() for zz in (z[:N], z[N:]))
+        # the standardisation and the cross-correlation are batch statistics: over the global batch
+        p1, p2 = (gather_cells(self.projector(zz).float()) for zz in (z[:N], z[N:]))
         p1 = (p1 - p1.mean(0)) / p1.std(0, unbiased=False).add(1e-5)  # BN(affine=False), batch stats
         p2 = (p2 - p2.mean(0)) / p2.std(0, unbiased=False).add(1e-5)
-        c = p1.T @ p2 / N
+        c = p1.T @ p2 / p1.shape[0]
         on = (torch.diagonal(c) - 1).square().sum()
         off = c.square().sum() - torch.diagonal(c).square().sum()
         return {"loss": on + self.hp.lambda_offdiag * off, "on_diag": on, "off_diag": off}

@@ -17,6 +17,19 @@ if not; one past this run's end is ignored.
 Val kNN macro-F1 (curve column ``val_knn_macro_f1``): the val cells (labelled, at most
 ``hp.val_max_cells``, drawn with a fixed seed) are split in two random halves; the first half is the
 reference, the second the query; kNN (k = ``hp.knn_k``, Euclidean) on the encoder output.
+
+Batches may arrive as CSR (``scjepa.data.store.CSRBatch``, from ``StoreLoader(sparse=True)``): they are
+copied to the device (non-blocking from pinned memory) and densified there (``DeviceFeed``); on CUDA
+the copy and densification of batch k+1 run on a side stream while step k computes. On CPU the same
+code runs in the training thread, and the dense batch equals the host-densified one bit for bit.
+
+Data parallelism: inside an initialised process group of W > 1 ranks (``scjepa.methods.distributed``
+starts one with torchrun), the module is wrapped in DistributedDataParallel (gradients averaged over
+ranks), each rank's loader yields its part of every global batch, and the methods compute batch
+statistics over the global batch (``scjepa.models.distributed``), so the run matches the 1-process run
+with the same global batch up to floating-point summation order. Rank 0 alone writes checkpoints and
+the curve and scores the val kNN; every rank resumes from the same checkpoint (every RNG state is the
+same on all ranks). Curve rows average the loss terms over ranks.
 """
 
 from __future__ import annotations
@@ -38,6 +51,7 @@ import torch
 from scjepa.device import resolve_device
 from scjepa.errors import InputError
 from scjepa.io import atomic_path
+from scjepa.models.distributed import cells_per_rank, rank_world
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +95,76 @@ def autocast(device: torch.device, precision: str = "auto"):
     if device.type == "cuda" and precision in ("auto", "bf16"):
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def loader_settings(device, num_threads: int | None = None) -> dict:
+    """``StoreLoader`` keyword arguments for training on ``device`` with ``num_threads`` CPUs per process.
+
+    CSR batches (densified on the device by ``DeviceFeed``), built in pinned memory when the device is
+    CUDA, by ``num_threads - 1`` worker threads (at least one; the training loop keeps a core), and this
+    process's part of every global batch in a data-parallel run.
+    """
+    rank, world = rank_world()
+    return {"sparse": True, "pin_memory": torch.device(device).type == "cuda",
+            "workers": max(1, int(num_threads or 1) - 1), "rank": rank, "world_size": world}
+
+
+class DeviceFeed:
+    """The batches of ``batches`` on ``device``, with every ``CSRBatch`` densified there.
+
+    Tensors are copied with ``non_blocking=True`` (asynchronous from pinned host memory). On CUDA the
+    copy and densification of batch k+1 are issued on a side stream before batch k is handed out, so
+    they overlap step k; the training stream waits on an event before it uses a batch, and the batch's
+    memory is marked as used by that stream (``record_stream``) so the allocator does not recycle it
+    early. Elsewhere the same two functions run in order, in the training thread.
+    """
+
+    def __init__(self, batches: Iterable[dict], device):
+        self.batches, self.device = batches, torch.device(device)
+
+    def move(self, batch: dict) -> dict:
+        from scjepa.data.store import densify
+
+        return densify({k: v.to(self.device, non_blocking=True) for k, v in batch.items()})
+
+    def __iter__(self):
+        if self.device.type != "cuda":
+            for batch in self.batches:
+                yield self.move(batch)
+            return
+        side = torch.cuda.Stream(self.device)
+        main = torch.cuda.current_stream(self.device)
+
+        def stage(batch):
+            if batch is None:
+                return None
+            with torch.cuda.stream(side):
+                out = self.move(batch)
+                ready = torch.cuda.Event()
+                ready.record(side)
+            return out, ready
+
+        it = iter(self.batches)
+        staged = stage(next(it, None))
+        while staged is not None:
+            out, ready = staged
+            staged = stage(next(it, None))  # batch k+1 on its way while step k runs
+            main.wait_event(ready)
+            for t in out.values():
+                t.record_stream(main)
+            yield out
+
+
+class _TrainingStep(torch.nn.Module):
+    """``module.training_step`` as ``forward``: DistributedDataParallel synchronises the gradients of
+    what its wrapped module's forward computes."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, batch: dict, generator) -> dict:
+        return self.module.training_step(batch, generator)
 
 
 @torch.no_grad()
@@ -178,6 +262,16 @@ class _Curve:
         self.acc, self.n = {}, 0
         return r
 
+    def average_over_ranks(self, device, world: int) -> None:
+        """Replace the accumulated terms by their mean over the ``world`` ranks (a collective: every
+        rank calls it at the same step)."""
+        if not self.acc:
+            return
+        keys = sorted(self.acc)
+        t = torch.stack([torch.as_tensor(self.acc[k], dtype=torch.float32).to(device) for k in keys])
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM)
+        self.acc = dict(zip(keys, (t / world).unbind()))
+
     def state(self) -> dict:
         return {"rows": self.rows, "acc": {k: float(v) for k, v in self.acc.items()}, "n": self.n}
 
@@ -211,15 +305,24 @@ def train(
     out_dir: where checkpoint.pt and curve.csv go; an existing checkpoint there is resumed.
     callbacks: called after every step (and after any checkpoint of that step) with
     ``{"step", "epoch", "batch_in_epoch", "terms"}``; an exception from one stops training.
+    With W > 1 data-parallel ranks every rank calls this with its own loader (its part of each global
+    batch, ``loader_settings``); only rank 0 needs ``val`` and writes to ``out_dir``.
     """
     device = resolve_device(hp.device)
+    rank, world = rank_world()
+    main = rank == 0
     module.to(device).train()
     gen = torch.Generator(device=device)
     gen.manual_seed(hp.seed)
     opt = make_optimizer(module, hp.lr, hp.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=hp.lr_step_epochs, gamma=hp.lr_gamma)
     curve = _Curve(module.loss_terms)
-    val = ValKNN.from_any(val, k=hp.knn_k, max_cells=hp.val_max_cells)
+    val = ValKNN.from_any(val, k=hp.knn_k, max_cells=hp.val_max_cells) if main else None
+    has_val = val is not None
+    if world > 1:  # the same curve rows on every rank (the val column is rank 0's; NaN elsewhere)
+        flag = torch.tensor([float(has_val)], device=device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        has_val = bool(flag.item())
     st = {"step": 0, "epoch": 0, "batch_in_epoch": 0}
     out_dir = Path(out_dir) if out_dir is not None else None
     ckpt = out_dir / CHECKPOINT if out_dir is not None else None
@@ -244,22 +347,39 @@ def train(
         sched.load_state_dict(c["scheduler"])
         torch.set_rng_state(c["rng_cpu"])
         if device.type == "cuda" and c.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state_all(c["rng_cuda"])
+            if isinstance(c["rng_cuda"], (list, tuple)):  # checkpoints from before multi-GPU training
+                torch.cuda.set_rng_state_all(c["rng_cuda"])
+            else:  # the training device's state (the same on every rank)
+                torch.cuda.set_rng_state(c["rng_cuda"], device)
         gen.set_state(c["rng_generator"])
         curve.load(c["curve"])
         st = c["state"]
         log.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt, st["step"], st["epoch"],
                  st["batch_in_epoch"])
 
+    step_fn = module.training_step
+    if world > 1:
+        import inspect
+
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        # built after the checkpoint is loaded (DDP broadcasts rank 0's weights, the same anyway); no
+        # buffer broadcast before each forward: every rank updates its buffers from the same global
+        # statistics (the keyword's name changed in torch 2.13)
+        no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP).parameters
+                   else {"broadcast_buffers": False})
+        step_fn = DDP(_TrainingStep(module),
+                      device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None, **no_sync)
+
     saved_at = [None]
 
     def save_checkpoint():
-        if ckpt is None or saved_at[0] == tuple(st.values()):
+        if ckpt is None or not main or saved_at[0] == tuple(st.values()):
             return
         saved_at[0] = tuple(st.values())
         c = {"model": module.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
              "rng_cpu": torch.get_rng_state(), "rng_generator": gen.get_state(),
-             "rng_cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+             "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
              "curve": curve.state(), "state": dict(st), "resume_key": key, "finished": done()}
         with atomic_path(ckpt) as tmp:
             torch.save(c, tmp)
@@ -267,13 +387,18 @@ def train(
 
     def log_row(with_val: bool):
         already = curve.has_row(st["step"]) and curve.rows[-1]["val_knn_macro_f1"] is not None
-        if curve.has_row(st["step"]) and (already or not with_val or val is None):
+        if curve.has_row(st["step"]) and (already or not with_val or not has_val):
             return
-        val_f1 = val.score(module.encoder, hp.infer_batch_size) if with_val and val is not None else None
+        val_f1 = None
+        if with_val and has_val:
+            val_f1 = val.score(module.encoder, hp.infer_batch_size) if val is not None else float("nan")
+        if world > 1 and not curve.has_row(st["step"]):
+            curve.average_over_ranks(device, world)
         r = curve.row(st["step"], st["epoch"], opt.param_groups[0]["lr"], val_f1)
-        terms = " ".join(f"{k}={r[k]:.4g}" for k in curve.columns[2:-2] if k in r)
-        log.info("step %d epoch %d %s%s", st["step"], st["epoch"], terms,
-                 "" if val_f1 is None else f" val_knn_macro_f1={val_f1:.4f}")
+        if main:
+            terms = " ".join(f"{k}={r[k]:.4g}" for k in curve.columns[2:-2] if k in r)
+            log.info("step %d epoch %d %s%s", st["step"], st["epoch"], terms,
+                     "" if val_f1 is None else f" val_knn_macro_f1={val_f1:.4f}")
 
     def done():
         return st["epoch"] >= hp.max_epochs or (hp.max_steps is not None and st["step"] >= hp.max_steps)
@@ -288,7 +413,7 @@ def train(
     tty = sys.stderr.isatty()
     from tqdm.auto import tqdm
 
-    pbar = tqdm(total=total, initial=st["step"], disable=not hp.progress, mininterval=1 if tty else 30,
+    pbar = tqdm(total=total, initial=st["step"], disable=not hp.progress or not main, mininterval=1 if tty else 30,
                 unit="step", dynamic_ncols=True)
     t0 = time.perf_counter()
     step0 = st["step"]
@@ -307,10 +432,9 @@ def train(
                     if next(it, None) is None:
                         break
             stopped = False
-            for batch in it:
-                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                with amp:
-                    terms = module.training_step(batch, gen)
+            for batch in DeviceFeed(it, device):
+                with amp, cells_per_rank(len(batch["x"])):
+                    terms = step_fn(batch, gen)
                 opt.zero_grad(set_to_none=True)
                 terms["loss"].backward()
                 if hp.grad_clip:
@@ -345,6 +469,6 @@ def train(
     finally:
         pbar.close()
     dt = time.perf_counter() - t0
-    if st["step"] > step0 and math.isfinite(dt):
+    if main and st["step"] > step0 and math.isfinite(dt):
         log.info("trained %d steps in %.1f s (%.3g steps/s)", st["step"] - step0, dt, (st["step"] - step0) / dt)
     return curve.rows

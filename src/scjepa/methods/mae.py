@@ -15,6 +15,7 @@ from torch import nn
 
 from scjepa.errors import InputError
 from scjepa.methods.base import TorchMethod, TrainHParams, encoder_kwargs
+from scjepa.models.distributed import draw_cells, global_sum, rank_world
 from scjepa.models.mlp import Decoder, Encoder, keep_mask, quantise
 
 
@@ -40,12 +41,17 @@ class MAEModule(nn.Module):
 
     def training_step(self, batch: dict, generator=None) -> dict[str, torch.Tensor]:
         x, p = batch["x"], self.hp.mask_rate
-        keep = keep_mask(x.shape, p, generator, x.device)
+        keep = draw_cells(x.shape, 0, lambda s: keep_mask(s, p, generator, x.device))
         x_in = x * keep
         if self.hp.rescale_masked:
             x_in.mul_(32768 / (32768 - quantise(p)))
         err = (self.decoder(self.encoder(x_in)).float() - x.float()).square().masked_fill_(keep, 0.0)
-        return {"loss": err.sum() / (keep.numel() - keep.sum()).clamp_min(1)}
+        n_masked = keep.numel() - keep.sum()
+        world = rank_world()[1]
+        if world == 1:
+            return {"loss": err.sum() / n_masked.clamp_min(1)}
+        # the mean over the global batch's masked entries; DDP's average over ranks undoes the factor W
+        return {"loss": err.sum() * world / global_sum(n_masked).clamp_min(1)}
 
 
 class MAE(TorchMethod):

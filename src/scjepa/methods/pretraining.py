@@ -50,8 +50,11 @@ def pretrain(hparams: dict, store_dir, val_h5ad, out_dir, seed: int, method_name
     instead of training again (delete the work directory to reclaim its space). A work directory without
     a checkpoint (PCA) is removed. ``loader`` replaces the store loader (tests, custom data). ``num_threads``
     (Snakemake's ``threads``) sets torch's intra-op threads. On CPU, ``tune_malloc`` makes the process keep
-    freed memory for reuse (``engine.use_caching_malloc``; faster steps, peak memory is kept). Returns the
-    fitted method.
+    freed memory for reuse (``engine.use_caching_malloc``; faster steps, peak memory is kept). Torch
+    families read CSR batches densified on the device, with ``num_threads - 1`` loader workers
+    (``engine.loader_settings``). Inside a data-parallel process group (``scjepa.methods.distributed``)
+    every rank calls this; rank 0 alone reads the val cells and writes ``out_dir``. Returns the fitted
+    method.
     """
     import torch
 
@@ -83,12 +86,18 @@ def pretrain(hparams: dict, store_dir, val_h5ad, out_dir, seed: int, method_name
 
         # PCA sees every cell once (its partial_fit takes any batch size); the SGD methods drop the
         # last partial batch so every step has the same size.
+        from scjepa.methods.engine import loader_settings
+
+        settings = loader_settings(resolve_device(params.device), num_threads) if cls.is_torch else {}
         loader = StoreLoader(store_dir, batch_size=getattr(params, "batch_size", 1024), shuffle=True,
-                             seed=int(seed), split="train", drop_last=family != "pca")
+                             seed=int(seed), split="train", drop_last=family != "pca", **settings)
     gene_ids = getattr(loader, "gene_ids", None)
     n_genes = getattr(loader, "n_genes", None)
+    from scjepa.models.distributed import rank_world
+
+    main = rank_world()[0] == 0
     val = None
-    if val_h5ad is not None:
+    if val_h5ad is not None and main:
         val = _read_val(val_h5ad, gene_ids, n_genes, getattr(params, "val_max_cells", 20_000), int(seed))
         if gene_ids is None and val is not None:
             from scjepa.io import read_h5ad
@@ -101,6 +110,8 @@ def pretrain(hparams: dict, store_dir, val_h5ad, out_dir, seed: int, method_name
     work.mkdir(parents=True, exist_ok=True)
     log.info("pretraining %s (family %s, seed %s) -> %s", method_name, family, seed, out_dir)
     method.fit(loader, val=val, out_dir=work, gene_ids=gene_ids)
+    if not main:
+        return method
     with atomic_path(out_dir, is_dir=True) as tmp:
         method.save(tmp)
         umask = os.umask(0)

@@ -29,6 +29,7 @@ from torch import nn
 
 from scjepa.errors import InputError
 from scjepa.methods.base import TorchMethod, TrainHParams, encoder_kwargs
+from scjepa.models.distributed import draw_cells, gather_cells
 from scjepa.models.mlp import Decoder, Encoder, keep_mask, mlp, quantise
 from scjepa.models.sigreg import QUADRATURES, WINDOWS, SIGReg
 
@@ -81,10 +82,11 @@ def masked_views(x: torch.Tensor, rates: torch.Tensor, generator=None, rescale: 
                  out: torch.Tensor | None = None) -> torch.Tensor:
     """x (N, D), rates (W,) -> (W, N, D): view w = x ⊙ m_w, m_w ~ Bernoulli(1 − rates[w]).
 
-    One random draw for all views (``keep_mask``), written into ``out`` when given.
+    One random draw for all views (``keep_mask``; with data-parallel ranks, the global batch's draw
+    sliced: ``draw_cells``), written into ``out`` when given.
     """
     W = rates.shape[0]
-    keep = keep_mask((W, *x.shape), rates.view(W, 1, 1), generator, x.device)
+    keep = draw_cells((W, *x.shape), 1, lambda s: keep_mask(s, rates.view(W, 1, 1), generator, x.device))
     v = torch.mul(keep, x, out=out)
     if rescale:
         v.mul_(32768 / (32768 - quantise(rates.view(W, 1, 1)).to(x.dtype)))
@@ -129,7 +131,8 @@ class ScJEPAModule(nn.Module):
             d2 = (e[1:] if G == 1 else e) - centre
             sq = d2.square()
             out["sim"] = sq.sum(-1).mean() if hp.sim_reduction == "sum" else sq.mean()
-            out["sigreg"] = self.sigreg(e, generator=generator)
+            # SIGReg is a statistic of the batch: over the global batch with data-parallel ranks
+            out["sigreg"] = self.sigreg(gather_cells(e, 1), generator=generator)
             loss = loss + (1 - hp.lambda_sigreg) * out["sim"] + hp.lambda_sigreg * out["sigreg"]
         if self.decoder is not None:
             xhat = self.decoder(z).view(-1, *x.shape)  # (G + V, N, D)

@@ -17,6 +17,7 @@ from torch.nn import functional as F
 
 from scjepa.errors import InputError
 from scjepa.methods.base import TorchMethod, TrainHParams, encoder_kwargs
+from scjepa.models.distributed import global_sum, rank_world
 from scjepa.models.mlp import Encoder
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,15 @@ class SupervisedModule(nn.Module):
     def training_step(self, batch: dict, generator=None) -> dict[str, torch.Tensor]:
         y = batch["y"]
         logits = self.head(self.encoder(batch["x"])).float()
+        world = rank_world()[1]
+        if world > 1:
+            # the weighted mean over the global batch: Σ w_y·CE / Σ w_y, the denominator summed over
+            # ranks (times W, which DDP's average over ranks divides out); decided alike on every rank
+            den = global_sum(self.class_weights[y[y >= 0]].sum())
+            if not bool(den > 0):
+                return {"loss": logits.sum() * 0.0}
+            ce = F.cross_entropy(logits, y, weight=self.class_weights, ignore_index=-1, reduction="sum")
+            return {"loss": ce * world / den}
         if not bool((y >= 0).any()):
             return {"loss": logits.sum() * 0.0}
         return {"loss": F.cross_entropy(logits, y, weight=self.class_weights, ignore_index=-1)}

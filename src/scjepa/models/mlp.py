@@ -12,6 +12,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from scjepa.models.distributed import draw_cells, local_cells, rank_world
+
 DEFAULT_HIDDEN: tuple[int, ...] = (512, 512, 256, 256)
 DEFAULT_LATENT = 64
 
@@ -33,12 +35,26 @@ def quantise(p):
 
 
 class Dropout(nn.Dropout):
-    """nn.Dropout with ``keep_mask`` on CPU (``bernoulli_`` dominated small CPU steps); F.dropout on GPU."""
+    """nn.Dropout with ``keep_mask`` on CPU (``bernoulli_`` dominated small CPU steps); F.dropout on GPU.
+
+    With several data-parallel ranks the mask is drawn for the global batch and sliced
+    (``models.distributed.draw_cells``; rows are view-major, (k views · n cells, features)), on any
+    device: then a W-rank run on CPU draws exactly the masks of the 1-process run. On CUDA the
+    1-process run keeps the fused F.dropout, so there W ranks and one GPU draw different (equally
+    distributed) masks.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0 or x.device.type != "cpu":
+        if not self.training or self.p == 0:
             return super().forward(x)
         thr = quantise(self.p)
+        if rank_world()[1] > 1:
+            n = local_cells()
+            shape = (x.shape[0] // n, n, *x.shape[1:])
+            keep = draw_cells(shape, 1, lambda s: keep_mask(s, self.p, device=x.device)).view(x.shape)
+            return x * keep.to(x.dtype).mul_(32768 / (32768 - thr))
+        if x.device.type != "cpu":
+            return super().forward(x)
         return x * keep_mask(x.shape, self.p, device=x.device).to(x.dtype).mul_(32768 / (32768 - thr))
 
 
