@@ -17,7 +17,7 @@ from scjepa.errors import InputError
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"  # package data: found installed too
 
-from scjepa.tasks import registry as tasks_registry
+from scjepa import task_registry as tasks_registry
 
 #: families whose training rule reads the ``training:`` section (torch encoders)
 TORCH_FAMILIES = tuple(f for f, k in tasks_registry.FAMILY_KINDS.items() if k == tasks_registry.ENCODER)
@@ -124,6 +124,11 @@ def check(config: dict) -> None:
         if "/" in name or name.startswith("."):
             raise InputError("dataset names may not contain '/' or start with '.'", key=f"datasets.{name}")
         for k in SOURCE_KEYS[ds["source"]]:
+            if k == "census_dataset_id" and ds.get("census_dataset_ids"):
+                if ds.get(k):
+                    raise InputError("give census_dataset_id or census_dataset_ids, not both",
+                                     key=f"datasets.{name}.census_dataset_ids")
+                continue
             if ds.get(k) in (None, ""):
                 raise InputError(f"source '{ds['source']}' needs '{k}'", key=f"datasets.{name}.{k}")
         cols = dict(ds.get("columns", {}))
@@ -137,6 +142,13 @@ def check(config: dict) -> None:
         ref = ds.get("reference")
         if ref is not None and ref not in datasets:
             raise InputError(f"reference '{ref}' is not a dataset", key=f"datasets.{name}.reference")
+        split_from = (ds.get("split_from") or {}).get("dataset")
+        if split_from is not None:
+            if split_from not in datasets or split_from == name:
+                raise InputError(f"'{split_from}' is not another dataset", key=f"datasets.{name}.split_from.dataset")
+            if datasets[split_from].get("split_from"):
+                raise InputError(f"'{split_from}' takes its own split from another dataset; name that one",
+                                 key=f"datasets.{name}.split_from.dataset")
     seen = set()
     for m in config["methods"]:
         if m in seen:

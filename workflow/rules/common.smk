@@ -10,8 +10,8 @@ sys.path.insert(0, str(WORKFLOW_DIR / "src"))  # the library, also when not pip-
 
 import scjepa.config as scjepa_config
 from scjepa.errors import InputError
-from scjepa.tasks import registry as tasks_registry
-from scjepa.tasks.registry import Figure, Table, Task  # for task files: register_task(Task(...))
+from scjepa import task_registry as tasks_registry
+from scjepa.task_registry import Figure, Table, Task  # for task files: register_task(Task(...))
 
 #: one rule file per task (workflow/rules/tasks/<task>.smk): the task's scoring rule and, for a task
 #: the library does not declare, its declaration (register_task)
@@ -276,6 +276,50 @@ def spatial_inputs(wildcards):
     return inputs
 
 
+# ---- hierarchy-corrected F1 and the leakage check (both off unless the config switches them on) -----
+
+HIERARCHY = config["tasks"]["zero_shot"]["hierarchy"]
+LEAKAGE = config["leakage"]
+LEAKAGE_REPORT = "results/data/leakage_check.json"
+
+
+def ontology_path():
+    """The OBO file of tasks.zero_shot.hierarchy.ontology: the pinned Cell Ontology (rule
+    fetch_cell_ontology), the embedded world's lineage (rule write_synthetic_ontology), or a user's file."""
+    which = HIERARCHY["ontology"]
+    if which == "cell_ontology":
+        return f"resources/ontology/cl_{HIERARCHY['cell_ontology_version']}.obo"
+    if which == "synthetic":
+        return "resources/ontology/synthetic.obo"
+    return which
+
+
+def evaluation_guards(wildcards):
+    """Extra inputs of the annotation score rules: the ontology (hierarchy on) and the passed leakage
+    check (leakage.check on), so a leak fails the run before any score is written. Empty by default."""
+    out = {}
+    if HIERARCHY["enabled"]:
+        out["ontology"] = ontology_path()
+    if LEAKAGE["check"]:
+        out["leakage"] = LEAKAGE_REPORT
+    return out
+
+
+def hierarchy_params(wildcards):
+    return dict(HIERARCHY) if HIERARCHY["enabled"] else None
+
+
+def leakage_datasets():
+    """Datasets the leakage check covers: every one whose test split is scored by an annotation task."""
+    return sorted(d for d in datasets_with_roles(("in_distribution", "out_of_distribution", "spatial")) if d != CORPUS)
+
+
+def split_from_inputs(wildcards):
+    """preprocess: the processed dataset whose split this one takes (datasets.<name>.split_from)."""
+    src = (DATASETS[wildcards.dataset].get("split_from") or {}).get("dataset")
+    return {"split_source": processed_path(src)} if src else {}
+
+
 def bridge_kind(wildcards):
     roles = DATASETS[wildcards.dataset]["roles"]
     return "timecourse" if "timecourse" in roles else "perturbation"
@@ -349,6 +393,8 @@ def table_params(tab):
         params["seeds"] = tasks_registry.get(tab.replicates_of).replicate_ids(config)
     if tab.probe:
         params["probe"] = config["tasks"]["zero_shot"]["linear_probe"]
+    if tab.hierarchy and HIERARCHY["enabled"]:  # only when switched on: the default run's params stay as they were
+        params["hierarchy"] = True
     if tab.renderer == "generic":
         params.update(task=tab.reads[0], metric=tab.metric, higher_is_better=tab.higher_is_better,
                       metric_label=tab.label, name=tab.name, caption=tab.label)

@@ -3,7 +3,7 @@
 # serve a task, failed where its record says so.
 
 
-# One table rule per table the task registry declares (scjepa.tasks.registry): Tables 1-4, integration,
+# One table rule per table the task registry declares (scjepa.task_registry): Tables 1-4, integration,
 # the bridge readouts, and the tables of tasks added in workflow/rules/tasks/.
 for _tab in tasks_registry.tables():
 

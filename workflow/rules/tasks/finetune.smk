@@ -1,5 +1,5 @@
 # Task 'finetune': its scoring rule. The task itself (roles, methods served, tables, figures) is declared in
-# the task registry, scjepa.tasks.registry; a task the library does not declare calls register_task(...) here.
+# the task registry, scjepa.task_registry; a task the library does not declare calls register_task(...) here.
 # Each rule reads the method contract (results/embeddings/{method}/{dataset}.h5ad) or, for fine-tuning,
 # the model directory, and writes the score records results/scores/finetune/{method}/{dataset}[/{seed}].json.
 
@@ -12,6 +12,7 @@ rule score_finetune:
     own would write.
     """
     input:
+        unpack(evaluation_guards),
         processed=processed_input,
         model=model_input,
     output:
@@ -26,6 +27,7 @@ rule score_finetune:
     params:
         finetune=finetune_params,
         init="pretrained",
+        hierarchy=hierarchy_params,
         seeds=FINETUNE_SEEDS,
     log:
         "logs/score_finetune/{method}/{dataset}.log",

@@ -1,5 +1,5 @@
 # Task 'integration': its scoring rule. The task itself (roles, methods served, tables, figures) is declared in
-# the task registry, scjepa.tasks.registry; a task the library does not declare calls register_task(...) here.
+# the task registry, scjepa.task_registry; a task the library does not declare calls register_task(...) here.
 # Each rule reads the method contract (results/embeddings/{method}/{dataset}.h5ad) or, for fine-tuning,
 # the model directory, and writes the score records results/scores/integration/{method}/{dataset}[/{seed}].json.
 

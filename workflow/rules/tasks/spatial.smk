@@ -1,5 +1,5 @@
 # Task 'spatial': its scoring rule. The task itself (roles, methods served, tables, figures) is declared in
-# the task registry, scjepa.tasks.registry; a task the library does not declare calls register_task(...) here.
+# the task registry, scjepa.task_registry; a task the library does not declare calls register_task(...) here.
 # Each rule reads the method contract (results/embeddings/{method}/{dataset}.h5ad) or, for fine-tuning,
 # the model directory, and writes the score records results/scores/spatial/{method}/{dataset}[/{seed}].json.
 
@@ -7,12 +7,14 @@
 rule score_spatial:
     """Spatial: zero-shot kNN within the tissue and cross-platform transfer from a dissociated reference."""
     input:
+        unpack(evaluation_guards),
         unpack(spatial_inputs),
     output:
         score="results/scores/spatial/{method}/{dataset}.json",
         predictions="results/scores/spatial/{method}/{dataset}.predictions.csv",
     params:
         reference=spatial_reference,
+        hierarchy=hierarchy_params,
         k=config["tasks"]["spatial"]["k"],
         seed=config["seed"],
     log:

@@ -1,5 +1,5 @@
 # Task 'zero_shot': its scoring rule. The task itself (roles, methods served, tables, figures) is declared in
-# the task registry, scjepa.tasks.registry; a task the library does not declare calls register_task(...) here.
+# the task registry, scjepa.task_registry; a task the library does not declare calls register_task(...) here.
 # Each rule reads the method contract (results/embeddings/{method}/{dataset}.h5ad) or, for fine-tuning,
 # the model directory, and writes the score records results/scores/zero_shot/{method}/{dataset}[/{seed}].json.
 
@@ -7,6 +7,7 @@
 rule score_zero_shot:
     """Frozen-encoder annotation: kNN (k=5) and a linear probe, reference -> query split."""
     input:
+        unpack(evaluation_guards),
         emb=embedding_input,
         processed=processed_input,
     output:
@@ -16,6 +17,7 @@ rule score_zero_shot:
         ref_split=config["tasks"]["zero_shot"]["reference_split"],
         query_split=config["tasks"]["zero_shot"]["query_split"],
         probe=config["tasks"]["zero_shot"]["linear_probe"],
+        hierarchy=hierarchy_params,
         seed=config["seed"],
     log:
         "logs/score_zero_shot/{method}/{dataset}.log",

@@ -1,4 +1,5 @@
-"""The task registry: one declaration per evaluation task, the only list of tasks.
+"""The task registry: one declaration per evaluation task, the only list of tasks (a declaration module
+with no imports of its own, below `config` and `tasks/`).
 
 A :class:`Task` says which dataset roles it runs on, which method kinds it serves by default (and which
 it can serve at all), how many score records it writes per (method, dataset), and the tables and
@@ -48,6 +49,7 @@ class Table:
     rows: str = "main"
     replicates_of: str | None = None  # the task whose seeds/runs the table expects
     probe: bool = False  # linear-probe columns when tasks.zero_shot.linear_probe is on
+    hierarchy: bool = False  # hierarchy-corrected F1 columns when tasks.zero_shot.hierarchy.enabled is on
     metric: str | None = None  # generic tables
     higher_is_better: bool = True
     label: str = ""  # generic tables: the metric's label and the table's caption line
@@ -133,10 +135,10 @@ register(Task(
     description="Frozen-embedding annotation: kNN and a linear probe, reference split -> query split.",
     tables=(
         Table("table1_in_distribution", "table_in_distribution", "table1_in_distribution", ("in_distribution",),
-              ("zero_shot", "finetune"), "table1.rst", replicates_of="finetune", probe=True),
+              ("zero_shot", "finetune"), "table1.rst", replicates_of="finetune", probe=True, hierarchy=True),
         Table("table2_out_of_distribution", "table_out_of_distribution", "table2_out_of_distribution",
               ("out_of_distribution",), ("zero_shot", "finetune"), "table2.rst", replicates_of="finetune",
-              probe=True),
+              probe=True, hierarchy=True),
         Table("table4_ablation", "table_ablation", "table4_ablation", ("in_distribution",),
               ("zero_shot", "finetune"), "table4.rst", rows="ablation", replicates_of="finetune", probe=True),
     ),
@@ -157,7 +159,7 @@ register(Task(
     "spatial", roles=("spatial",), serves=_ALL_BUT_PER_DATASET,
     description="kNN annotation within the tissue and cross-platform transfer from a dissociated reference.",
     tables=(Table("table3_spatial", "table_spatial", "table3_spatial", ("spatial",), ("spatial", "finetune"),
-                  "table3.rst", replicates_of="finetune"),),
+                  "table3.rst", replicates_of="finetune", hierarchy=True),),
     figures=(Figure("fig3_spatial_{dataset}", ("spatial",)),),
 ))
 register(Task(
