@@ -357,6 +357,38 @@ def _advise_willneed(path: Path) -> None:
         os.close(fd)
 
 
+_COPY_ROWS: list = []  # the compiled row copier, once per process (empty: not tried yet)
+
+
+def _row_copier():
+    """A compiled (numba, already a dependency through scanpy) loop copying CSR rows into a batch, run
+    without the GIL: ``copy(data, indices, starts, lens, dst, out_data, out_indices)`` copies row i
+    (``lens[i]`` entries from ``starts[i]``) to position ``dst[i]``. None where numba is missing.
+
+    Why: the slice-by-slice copy (one numpy view per row) holds the GIL for much of its time (two
+    threads of it ran 1.56x one thread where two processes ran 2.0x), which would cap the worker threads
+    of a GPU node; this loop runs without it (``benchmarks/RESULTS.md``, "CSR loader"). One worker uses
+    the slices (no numba import or compilation in the default 1-worker jobs); both give the same bytes.
+    """
+    if not _COPY_ROWS:
+        try:
+            import numba
+
+            @numba.njit(nogil=True, cache=True)
+            def copy_rows(data, indices, starts, lens, dst, out_data, out_indices):  # pragma: no cover (jit)
+                for i in range(starts.shape[0]):  # one array at a time: two streams, not four
+                    a, p, n = starts[i], dst[i], lens[i]
+                    out_data[p : p + n] = data[a : a + n]
+                for i in range(starts.shape[0]):
+                    a, p, n = starts[i], dst[i], lens[i]
+                    out_indices[p : p + n] = indices[a : a + n]
+
+            _COPY_ROWS.append(copy_rows)
+        except ImportError:
+            _COPY_ROWS.append(None)
+    return _COPY_ROWS[0]
+
+
 class _ShardCache:
     """Shard index -> its arrays, at most ``capacity`` kept (least recently used dropped); thread-safe,
     and a shard several workers ask for at once is opened by one of them."""
@@ -505,6 +537,7 @@ class StoreLoader(_Batches):
                              f"n_cells says {self.n_cells}", path=meta_path)
         # the current buffer, the next one (read ahead) and rows carried over from earlier ones
         self._cache = _ShardCache([self.store_dir / s["file"] for s in self.shards], 2 * self.buffer_shards + 2)
+        self._copy_rows = _row_copier() if self.workers > 1 and self.prefetch > 0 else None
 
     def epoch_order(self, epoch: int | None = None) -> tuple[np.ndarray, list[tuple[int, list[int]]]]:
         """The global ids of the epoch's cells in batch order, and per buffer: (its first batch, its shards).
@@ -538,8 +571,9 @@ class StoreLoader(_Batches):
     def _gather(self, ids: np.ndarray) -> dict:
         """The batch of cells ``ids`` (global ids, in batch order).
 
-        Each row's values and gene indices are one contiguous slice of its shard; they are copied slice by
-        slice into the batch's arrays (pinned when ``pin_memory``). Slices beat a vectorised take here:
+        Each row's values and gene indices are one contiguous slice of its shard; they are copied row by
+        row into the batch's arrays (pinned when ``pin_memory``): by the compiled GIL-free loop with
+        several workers (``_row_copier``), else slice by slice. Row copies beat a vectorised take here:
         the npz members are unaligned, where numpy's fancy indexing of float32 is ~20x slower.
         """
         shard = np.searchsorted(self._offsets, ids, side="right") - 1
@@ -548,8 +582,8 @@ class StoreLoader(_Batches):
         uniq, pos = np.unique(shard, return_inverse=True)
         arrays = [self._cache.get(int(s)) for s in uniq]
         starts, lens, y = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
-        for j, a in enumerate(arrays):
-            sel = np.flatnonzero(pos == j)
+        sels = [np.flatnonzero(pos == j) for j in range(len(arrays))]
+        for a, sel in zip(arrays, sels):
             r = local[sel]
             st = a["indptr"][r].astype(np.int64)
             starts[sel] = st
@@ -558,13 +592,17 @@ class StoreLoader(_Batches):
         crow = np.zeros(n + 1, np.int64)
         np.cumsum(lens, out=crow[1:])
         nnz = int(crow[-1])
-        which, a0, a1 = pos.tolist(), starts.tolist(), (starts + lens).tolist()
         val = torch.empty(nnz, dtype=torch.float32, pin_memory=self.pin_memory)
         col = torch.empty(nnz, dtype=torch.int32, pin_memory=self.pin_memory)
-        data = [a["data"] for a in arrays]
-        np.concatenate([data[j][s:e] for j, s, e in zip(which, a0, a1)], out=val.numpy())
-        indices = [a["indices"] for a in arrays]
-        np.concatenate([indices[j][s:e] for j, s, e in zip(which, a0, a1)], out=col.numpy())
+        if self._copy_rows is not None:
+            for a, sel in zip(arrays, sels):
+                self._copy_rows(a["data"], a["indices"], starts[sel], lens[sel], crow[sel], val.numpy(), col.numpy())
+        else:
+            which, a0, a1 = pos.tolist(), starts.tolist(), (starts + lens).tolist()
+            data = [a["data"] for a in arrays]
+            np.concatenate([data[j][s:e] for j, s, e in zip(which, a0, a1)], out=val.numpy())
+            indices = [a["indices"] for a in arrays]
+            np.concatenate([indices[j][s:e] for j, s, e in zip(which, a0, a1)], out=col.numpy())
         return self._finish(CSRBatch(torch.from_numpy(crow), col, val, (n, self.n_genes)), torch.from_numpy(y))
 
     def __iter__(self) -> Iterator[dict]:
@@ -629,3 +667,11 @@ class ArrayLoader(_Batches):
         for k in range(skip, len(self)):
             idx = self._rows(perm, k)
             yield self._finish(CSRBatch.from_scipy(self.X[idx]), torch.from_numpy(self.y[idx]))
+
+
+def build_store_rule(rule) -> dict:
+    """Rule ``build_store``: the corpus' train/val splits (``input.processed``) as shards in ``output.store``."""
+    meta = build_store(rule.input["processed"], rule.output["store"], shard_size=rule.params["store"]["shard_size"],
+                       seed=rule.params["seed"])
+    logging.getLogger(__name__).info("store: %s", {k: v["n_cells"] for k, v in meta["splits"].items()})
+    return meta
