@@ -37,11 +37,13 @@ class Rule:
         return str(method), str(dataset)
 
 
-def _named(namespace) -> dict[str, Any]:
+def as_dict(namespace) -> dict[str, Any]:
+    """A Snakemake namespace (input, output, params, wildcards: a Namedlist) as a dict of its named entries."""
     if namespace is None:
         return {}
+    items = namespace.items() if hasattr(namespace, "items") else vars(namespace).items()
     out = {}
-    for name, value in namespace.items():
+    for name, value in items:
         out[name] = value if isinstance(value, (str, bytes, int, float, bool, dict)) or value is None else (
             list(value) if isinstance(value, (list, tuple)) else value)
     return out
@@ -52,10 +54,10 @@ def from_snakemake(smk) -> Rule:
     log = list(getattr(smk, "log", []) or [])
     return Rule(
         name=str(getattr(smk, "rule", "") or ""),
-        input=_named(smk.input),
-        output=_named(smk.output),
-        params=_named(smk.params),
-        wildcards=dict(_named(getattr(smk, "wildcards", None))),
+        input=as_dict(smk.input),
+        output=as_dict(smk.output),
+        params=as_dict(smk.params),
+        wildcards=dict(as_dict(getattr(smk, "wildcards", None))),
         log=str(log[0]) if log else None,
         threads=int(getattr(smk, "threads", 1) or 1),
     )

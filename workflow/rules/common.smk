@@ -472,6 +472,7 @@ def write_tables_after_failure():
     import os
 
     from scjepa.report.tables import render_rule
+    from scjepa.rule import as_dict
 
     if not workflow.execution_settings.keep_going or workflow.dag is None:
         return
@@ -480,7 +481,7 @@ def write_tables_after_failure():
         if not job.rule.name.startswith("table_"):
             continue
         try:
-            render_rule(job.input, job.params, job.output, after_failure=True)
+            render_rule(as_dict(job.input), as_dict(job.params), as_dict(job.output), after_failure=True)
         except Exception as exc:  # the table job itself is what failed: nothing more to do here
             log.error(f"--keep-going: could not write {list(job.output)} after the failure: {exc}")
             continue

@@ -1,9 +1,6 @@
-"""Rule build_store: the corpus' train/val splits as shuffled CSR shards."""
+"""Rule build_store: the corpus' train/val splits as shuffled CSR shards (``scjepa.data.store.build_store_rule``)."""
 
-from scjepa.data.store import build_store
-from scjepa.logs import rule_log
+from scjepa.data.store import build_store_rule
+from scjepa.rule import run
 
-with rule_log(snakemake.log[0]) as log:
-    meta = build_store(snakemake.input.processed, snakemake.output.store,
-                       shard_size=snakemake.params.store["shard_size"], seed=snakemake.params.seed)
-    log.info("store: %s", {k: v["n_cells"] for k, v in meta["splits"].items()})
+run(snakemake, build_store_rule)  # noqa: F821

@@ -1,11 +1,7 @@
-"""Rule download_*/generate_synthetic: materialise resources/datasets/{dataset}/raw.h5ad."""
+"""Rules download_* / link_local_h5ad / extract_bundled_h5ad / generate_synthetic:
+resources/datasets/{dataset}/raw.h5ad and its provenance (``scjepa.data.sources.fetch_rule``)."""
 
-from scjepa.data.sources import fetch
-from scjepa.io import write_json
-from scjepa.logs import rule_log
+from scjepa.data.sources import fetch_rule
+from scjepa.rule import run
 
-with rule_log(snakemake.log[0]) as log:
-    spec = dict(snakemake.params.spec)
-    log.info("fetching dataset %s from source %s", spec["dataset"], spec["source"])
-    provenance = fetch(spec, snakemake.output.raw)
-    write_json({"dataset": spec["dataset"], **provenance}, snakemake.output.provenance)
+run(snakemake, fetch_rule)  # noqa: F821

@@ -1,11 +1,6 @@
-"""Rule embed_<family>: embed a processed dataset with a saved model (the method contract)."""
+"""Rule embed_<family>: embed a processed dataset with a saved model (``scjepa.methods.embedding.embed_rule``)."""
 
-import torch
+from scjepa.methods.embedding import embed_rule
+from scjepa.rule import run
 
-from scjepa.logs import rule_log
-from scjepa.methods import embed_file
-
-with rule_log(snakemake.log[0]) as log:
-    torch.set_num_threads(max(1, int(snakemake.threads)))
-    embed_file(snakemake.input.model, snakemake.input.data, snakemake.output.emb)
-    log.info("wrote %s", snakemake.output.emb)
+run(snakemake, embed_rule)  # noqa: F821

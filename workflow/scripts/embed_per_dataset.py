@@ -1,11 +1,7 @@
-"""Rules embed_scvi / embed_harmony: methods fitted on each evaluation dataset itself."""
+"""Rules embed_scvi / embed_harmony / embed_control: methods fitted on each evaluation dataset itself
+(``scjepa.methods.per_dataset.embed_rule``)."""
 
-from scjepa.logs import rule_log
-from scjepa.methods.per_dataset import embed_dataset
+from scjepa.methods.per_dataset import embed_rule
+from scjepa.rule import run
 
-with rule_log(snakemake.log[0]) as log:
-    hparams = {k: v for k, v in snakemake.params.hparams.items() if k != "family"}
-    hparams["method"] = snakemake.wildcards.method
-    embed_dataset(snakemake.params.family, hparams, snakemake.input.data, snakemake.output.emb,
-                  model_dir=snakemake.output.model, seed=snakemake.params.seed, num_threads=snakemake.threads)
-    log.info("wrote %s", snakemake.output.emb)
+run(snakemake, embed_rule)  # noqa: F821

@@ -1,9 +1,7 @@
-"""Rule preprocess: raw.h5ad -> results/data/{dataset}/processed.h5ad (docs/CONTRACTS.md)."""
+"""Rule preprocess: raw.h5ad -> results/data/{dataset}/processed.h5ad (docs/CONTRACTS.md;
+``scjepa.data.preprocess.preprocess_rule``)."""
 
-from scjepa.data.preprocess import preprocess_dataset
-from scjepa.logs import rule_log
+from scjepa.data.preprocess import preprocess_rule
+from scjepa.rule import run
 
-with rule_log(snakemake.log[0]) as log:
-    provenance = preprocess_dataset(snakemake.params.spec, snakemake.params.preprocess, snakemake.input.raw,
-                                    snakemake.input.provenance, snakemake.input.genes, snakemake.output.processed)
-    log.info("provenance: %s", provenance)
+run(snakemake, preprocess_rule)  # noqa: F821

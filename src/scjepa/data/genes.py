@@ -160,3 +160,30 @@ class GeneSpace:
             if (pos >= 0).sum() > (best >= 0).sum():
                 best = pos
         return best, sorted(ambiguous)
+
+
+def gene_space_of(source, gene_ids_column: str | None = None) -> GeneSpace:
+    """The gene space a source defines: an h5ad's genes (ids from ``var[gene_ids_column]`` or its var names;
+    symbols from ``gene_symbol`` / ``feature_name`` when present) or a gene table file (gene_id, gene_symbol)."""
+    source = Path(source)
+    if source.suffix != ".h5ad":
+        return GeneSpace.read(source)
+    from scjepa.io import read_h5ad
+
+    adata = read_h5ad(source, backed="r")
+    try:
+        if gene_ids_column and gene_ids_column not in adata.var.columns:
+            raise InputError("gene id column not found in var", path=source, column=gene_ids_column)
+        ids = adata.var[gene_ids_column] if gene_ids_column else adata.var_names
+        symbols = next((adata.var[c] for c in ("gene_symbol", "feature_name") if c in adata.var), ids)
+        return GeneSpace(pd.Index(ids).astype(str), pd.Index(symbols).astype(str))
+    finally:
+        adata.file.close()
+
+
+def gene_space_rule(rule) -> GeneSpace:
+    """Rule ``define_gene_space``: ``input.source`` -> ``output.genes`` (gene_id, gene_symbol)."""
+    space = gene_space_of(rule.input["source"], rule.params.get("gene_ids_column"))
+    space.write(rule.output["genes"])
+    log.info("gene space: %d genes from %s", len(space), rule.input["source"])
+    return space

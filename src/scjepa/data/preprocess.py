@@ -28,7 +28,7 @@ from scjepa.io import CSRAppender, atomic_path, read_h5ad
 log = logging.getLogger(__name__)
 
 #: standard obs column -> whether a dataset must map it
-STANDARD_COLUMNS = ("cell_type", "batch", "donor", "time", "condition", "x", "y")
+STANDARD_COLUMNS = ("cell_type", "cell_type_id", "batch", "donor", "time", "condition", "x", "y")
 X_KINDS = ("counts", "log1p_normalized")
 
 
@@ -49,6 +49,11 @@ class PreprocessConfig:
     matrix: str = "X"  # where the source keeps its values: X, raw.X or layers/<name>
     dataset: str = ""
     needs_split: bool = True  # a role reads the donor split: fewer than 3 donors is an error
+    split_table: object = None  # pd.Series donor key -> split of another dataset (split_from), else a donor split
+    split_on: tuple[str, ...] = ()  # obs columns forming the donor key of split_table
+    split_unmatched: str = "exclude"
+    split_source: str = ""  # the dataset split_table comes from (messages)
+    fill_columns: Mapping[str, str] = field(default_factory=dict)  # kept column absent from the source -> constant
 
 
 def _iter_rows(X, n_obs: int, chunk: int) -> Iterator[tuple[int, int, sp.csr_matrix]]:
@@ -136,11 +141,28 @@ def build_obs(raw_obs: pd.DataFrame, cfg: PreprocessConfig, path) -> pd.DataFram
     if "batch" not in obs and "donor" in obs:
         obs["batch"] = obs["donor"]  # no study/batch column: donors are the batches
     for extra in cfg.keep_columns:
+        if extra not in raw_obs.columns and extra in cfg.fill_columns:
+            obs[extra] = np.full(len(obs), cfg.fill_columns[extra], dtype=object)  # e.g. a Census file's dataset id
+            continue
         if extra not in raw_obs.columns:
             raise InputError(f"column '{extra}' listed in keep_columns is not in obs", path=path, column=extra)
         obs[extra] = raw_obs[extra].to_numpy()
     n_donors = obs["donor"].nunique() if "donor" in obs else 0
-    if "donor" in obs and not cfg.needs_split and n_donors < 3:
+    if cfg.split_table is not None:  # split_from: the other dataset's split, donor by donor (scjepa.data.leakage)
+        from scjepa.data.leakage import SPLIT_CATEGORIES, splits_from
+
+        keyed = pd.DataFrame(index=obs.index)
+        for c in cfg.split_on:  # a kept column, else the source's, else a constant (missing: splits_from says so)
+            if c in obs or c in raw_obs.columns:
+                keyed[c] = np.asarray(obs[c] if c in obs else raw_obs[c]).astype(str)
+            elif c in cfg.fill_columns:
+                keyed[c] = cfg.fill_columns[c]
+        obs["split"] = pd.Categorical(
+            splits_from(keyed, cfg.split_table, cfg.split_on, unmatched=cfg.split_unmatched, path=path,
+                        source=f"dataset '{cfg.split_source}'", key=f"datasets.{cfg.dataset}.split_from"),
+            categories=list(SPLIT_CATEGORIES),
+        )
+    elif "donor" in obs and not cfg.needs_split and n_donors < 3:
         log.info("%s: %d donor(s) and no role that reads a donor split: no 'split' column", path, n_donors)
     elif "donor" in obs:
         obs["split"] = pd.Categorical(
@@ -284,9 +306,10 @@ def preprocess(
 
 
 def preprocess_dataset(spec: Mapping, settings: Mapping, raw_path, provenance_path, genes_path, out_path, *,
-                       progress: bool = True) -> dict:
+                       progress: bool = True, split_source=None) -> dict:
     """The ``preprocess`` rule: one dataset's config entry (``spec``, with its name under ``dataset``) and
-    the run's ``preprocess:`` settings -> ``out_path``.
+    the run's ``preprocess:`` settings -> ``out_path``. ``split_source``: the processed h5ad of the
+    dataset named by ``spec["split_from"]`` (its split is taken, :mod:`scjepa.data.leakage`).
 
     Errors are reported as the user's config and files name things: ``datasets.<name>.<key>``, and a
     local source's own file instead of the workflow's copy of it.
@@ -311,13 +334,36 @@ def preprocess_dataset(spec: Mapping, settings: Mapping, raw_path, provenance_pa
         required=tuple(sorted({c for r in roles for c in ROLE_COLUMNS[r]})),
         keep_columns=tuple(spec.get("keep_columns", [])),
         gene_id_column=gene_id_column,
-        matrix=spec.get("matrix", "X"),
+        matrix=prov.get("matrix", spec.get("matrix", "X")),  # a concatenation keeps its counts in X
         dataset=name,
         needs_split=any(r in SPLIT_ROLES for r in roles),
     )
+    split_from = spec.get("split_from") or None
+    if spec.get("source") == "census" and spec.get("census_dataset_id"):
+        cfg.fill_columns = {"dataset_id": str(spec["census_dataset_id"])}
+    if split_from:
+        from scjepa.data.leakage import read_obs_columns, split_table
+
+        if not split_source:
+            raise InputError("split_from is set but the processed dataset it names was not given",
+                             key=f"datasets.{name}.split_from")
+        on = tuple(split_from.get("by") or ("dataset_id", "donor_id"))
+        src_obs = read_obs_columns(split_source, (*on, "split"),
+                                   key=f"datasets.{split_from['dataset']}.keep_columns")
+        cfg.split_table = split_table(src_obs, on, path=split_source)
+        cfg.split_on, cfg.split_unmatched = on, split_from.get("unmatched", "exclude")
+        cfg.split_source = split_from["dataset"]
     copies = {str(raw_path): prov["origin"]} if prov.get("source") == "local" and prov.get("origin") else {}
     try:
         return preprocess(raw_path, GeneSpace.read(genes_path), out_path, cfg, raw_sha256=prov.get("sha256"),
                           source=spec["source"], progress=progress)
     except InputError as exc:
         raise exc.for_dataset(name, copies=copies) from None
+
+
+def preprocess_rule(rule) -> dict:
+    """Rule ``preprocess``: :func:`preprocess_dataset` on the rule's files."""
+    provenance = preprocess_dataset(rule.params["spec"], rule.params["preprocess"], rule.input["raw"],
+                                    rule.input["provenance"], rule.input["genes"], rule.output["processed"])
+    log.info("provenance: %s", provenance)
+    return provenance

@@ -76,3 +76,12 @@ def embed_file(model_dir, data_h5ad, out_h5ad, *, layer: str | None = None) -> N
     out = ad.AnnData(obs=adata.obs.copy(), obsm={"X_emb": emb})
     out.uns["method"] = meta.get("method") or meta["family"]
     write_h5ad(out, out_h5ad)
+
+
+def embed_rule(rule) -> None:
+    """Rule ``embed_<family>``: ``input.model`` embeds ``input.data`` into ``output.emb`` (the method contract)."""
+    import torch
+
+    torch.set_num_threads(max(1, int(rule.threads)))  # the job's share of the machine, not every core
+    embed_file(rule.input["model"], rule.input["data"], rule.output["emb"])
+    log.info("wrote %s", rule.output["emb"])

@@ -114,3 +114,12 @@ def embed_dataset(
         method.save(model_dir, method=name)
     write_h5ad(out, out_h5ad)
     return Z
+
+
+def embed_rule(rule) -> np.ndarray:
+    """Rules ``embed_scvi`` / ``embed_harmony`` / ``embed_control``: fit on ``input.data`` itself, write
+    ``output.emb`` (and the fitted model in ``output.model``)."""
+    hparams = {k: v for k, v in rule.params["hparams"].items() if k != "family"}
+    hparams["method"] = rule.wildcards["method"]
+    return embed_dataset(rule.params["family"], hparams, rule.input["data"], rule.output["emb"],
+                         model_dir=rule.output["model"], seed=rule.params["seed"], num_threads=rule.threads)

@@ -427,3 +427,41 @@ def fig4_training_dynamics(
             fig.suptitle("no training curve: " + ", ".join(missing), fontsize=7, color="0.4")
     save_figure(fig, png=png, pdf=pdf)
     return fig
+
+
+def figure_rule(rule) -> None:
+    """The ``figure_*`` rules' entry point (``scjepa.rule.run``): ``params.figure`` picks the figure.
+
+    integration (Fig. 2): ``input.scores`` (integration records; missing files allowed), ``params.methods``
+    (x order), optional ``params.datasets``. spatial (Fig. 3): ``input.scores`` (the dataset's spatial and
+    fine-tune records), ``input.predictions`` aligned with ``params.methods``, ``params.dataset``, optional
+    ``params.select_metric`` (the best method for the tissue panels; transfer macro-F1 by default).
+    training_dynamics (Fig. 4): ``input.curves`` (model directories) aligned with ``params.methods``.
+    Every figure: ``params.row_labels``, ``params.style`` (rcParams), ``params.dpi``; ``output.png``/``pdf``.
+    """
+    from scjepa.report.tables import load_records
+
+    def as_list(x):
+        return [x] if isinstance(x, str) else list(x or [])
+
+    p, inp = rule.params, rule.input
+    set_style(p.get("style"), p.get("dpi"))
+    which, methods, labels = p["figure"], list(p["methods"]), p.get("row_labels")
+    files = dict(png=rule.output.get("png"), pdf=rule.output.get("pdf"))
+    if which == "integration":
+        datasets = p.get("datasets")
+        fig2_integration(load_records(as_list(inp["scores"])), methods, datasets=list(datasets) if datasets else None,
+                         row_labels=labels, **files)
+    elif which == "spatial":
+        preds = as_list(inp.get("predictions"))
+        if len(preds) != len(methods):
+            raise ValueError(f"{len(preds)} predictions files for {len(methods)} methods; align them with params.methods")
+        fig3_spatial(load_records(as_list(inp["scores"])), dict(zip(methods, preds)), methods, dataset=p["dataset"],
+                     select_metric=p.get("select_metric") or "transfer_macro_f1", row_labels=labels, **files)
+    elif which == "training_dynamics":
+        curves = as_list(inp["curves"])
+        if len(curves) != len(methods):
+            raise ValueError(f"{len(curves)} curves for {len(methods)} methods; align them with params.methods")
+        fig4_training_dynamics(dict(zip(methods, curves)), row_labels=labels, **files)
+    else:
+        raise ValueError(f"params.figure must be integration, spatial or training_dynamics, got {which!r}")

@@ -39,6 +39,8 @@ METRIC_LABELS = {
     "micro_f1": "micro-F1",
     "weighted_f1": "weighted-F1",
     "accuracy": "accuracy",
+    "hier_macro_f1": "hier. macro-F1",
+    "hier_micro_f1": "hier. micro-F1",
     "bio_conservation": "bio",
     "batch_correction": "batch",
     "total": "total",
@@ -233,8 +235,13 @@ def annotation_columns(
     transfer_task: str | None = None,
     metrics: Sequence[str] = ("macro_f1", "micro_f1"),
     dataset_labels: Mapping[str, str] | None = None,
+    hierarchy: bool = False,
 ) -> list[Column]:
-    """Per dataset: kNN (zero-shot) metrics, [linear probe], fine-tune metrics, [transfer]."""
+    """Per dataset: kNN (zero-shot) metrics, [linear probe], fine-tune metrics, [transfer].
+
+    ``hierarchy``: each readout also shows scTab's hierarchy-corrected macro-/micro-F1 (``hier_*``)."""
+    if hierarchy:
+        metrics = tuple(metrics) + tuple(f"hier_{m}" for m in metrics if not m.startswith("hier_"))
     cols: list[Column] = []
     for d in datasets:
         dl = str((dataset_labels or {}).get(d, d))
@@ -253,9 +260,9 @@ def annotation_columns(
 
 
 def _annotation_table(
-    name, caption, records, methods, datasets, *, na, seeds, row_labels, dataset_labels, probe, digits
+    name, caption, records, methods, datasets, *, na, seeds, row_labels, dataset_labels, probe, digits, hierarchy=False
 ):
-    cols = annotation_columns(datasets, probe=probe, dataset_labels=dataset_labels)
+    cols = annotation_columns(datasets, probe=probe, dataset_labels=dataset_labels, hierarchy=hierarchy)
     expected = {"finetune": list(seeds)} if seeds is not None else None
     return build_table(
         name,
@@ -274,9 +281,10 @@ def _annotation_table_named(name: str, caption: str):
     """Tables 1, 2 and 4 share one layout; they differ in name and caption only."""
 
     def table(records, methods, datasets, *, na=(), seeds=None, row_labels=None, dataset_labels=None,
-              probe=False, digits=3) -> Table:
+              probe=False, digits=3, hierarchy=False) -> Table:
         return _annotation_table(name, caption, records, methods, datasets, na=na, seeds=seeds,
-                                 row_labels=row_labels, dataset_labels=dataset_labels, probe=probe, digits=digits)
+                                 row_labels=row_labels, dataset_labels=dataset_labels, probe=probe, digits=digits,
+                                 hierarchy=hierarchy)
 
     table.__name__ = name
     table.__doc__ = f"{name}: {caption}"
@@ -297,11 +305,13 @@ table4_ablation = _annotation_table_named(
 
 
 def table3_spatial(
-    records, methods, datasets, *, na=(), seeds=None, row_labels=None, dataset_labels=None, transfer=True, digits=3
+    records, methods, datasets, *, na=(), seeds=None, row_labels=None, dataset_labels=None, transfer=True, digits=3,
+    hierarchy=False,
 ) -> Table:
     """Table 3: spatial dataset(s): within-dataset kNN (task "spatial"), fine-tuning, cross-platform transfer."""
     cols = annotation_columns(
-        datasets, zero_shot_task="spatial", transfer_task="spatial" if transfer else None, dataset_labels=dataset_labels
+        datasets, zero_shot_task="spatial", transfer_task="spatial" if transfer else None, dataset_labels=dataset_labels,
+        hierarchy=hierarchy,
     )
     expected = {"finetune": list(seeds)} if seeds is not None else None
     cap = "Spatial transcriptomics: zero-shot kNN, fine-tuning and cross-platform transfer (dissociated reference)."
@@ -493,44 +503,45 @@ KEEP_GOING_NOTE = (
 )
 
 
-def render_rule(inputs, params, outputs, *, after_failure: bool = False) -> Table:
-    """Build and write one table from a Snakemake rule's ``input``/``params``/``output``.
+def render_rule(inputs: Mapping, params: Mapping, outputs: Mapping, *, after_failure: bool = False) -> Table:
+    """Build and write one table from a table rule's ``input``/``params``/``output`` (plain mappings).
 
-    Used by ``workflow/scripts/make_tables.py`` (a normal job) and by the workflow's ``onerror``
-    handler under ``--keep-going`` (``after_failure=True``: missing records render ``failed`` and the
-    table says it was written after failures). ``params`` keys are documented in the script.
+    Used by :func:`table_rule` (a normal job) and by the workflow's ``onerror`` handler under
+    ``--keep-going`` (``after_failure=True``: missing records render ``failed`` and the table says it was
+    written after failures). The params are those ``workflow/rules/common.smk``'s ``table_params`` gives.
     """
-    from scjepa.tasks.common import smk_get
-
-    paths = inputs.scores
+    paths = inputs["scores"]
     paths = [paths] if isinstance(paths, str) else list(paths)
     records = load_records(paths)
-    which = smk_get(params, "table")
-    methods, datasets = list(params.methods), list(params.datasets)
+    which = params["table"]
+    methods, datasets = list(params["methods"]), list(params["datasets"])
     common = dict(
-        na=list(smk_get(params, "na", []) or []),
-        seeds=smk_get(params, "seeds"),
-        row_labels=smk_get(params, "row_labels"),
-        dataset_labels=smk_get(params, "dataset_labels"),
-        digits=int(smk_get(params, "digits", 3)),
+        na=list(params.get("na") or []),
+        seeds=params.get("seeds"),
+        row_labels=params.get("row_labels"),
+        dataset_labels=params.get("dataset_labels"),
+        digits=int(params.get("digits") or 3),
     )
-    probe = bool(smk_get(params, "probe", False))
+    probe = bool(params.get("probe", False))
+    hier = {"hierarchy": True} if params.get("hierarchy") else {}  # only when switched on
     if which in ("table1_in_distribution", "table2_out_of_distribution", "table4_ablation"):
-        table = globals()[which](records, methods, datasets, probe=probe, **common)
-    elif which in ("table3_spatial", "table_integration"):
+        table = globals()[which](records, methods, datasets, probe=probe, **common, **hier)
+    elif which == "table3_spatial":
+        table = globals()[which](records, methods, datasets, **common, **hier)
+    elif which == "table_integration":
         table = globals()[which](records, methods, datasets, **common)
     elif which == "generic":
         table = make_table(
             records,
             methods,
             datasets,
-            params.metric,
-            task=smk_get(params, "task"),
-            name=smk_get(params, "name", "table"),
-            caption=smk_get(params, "caption", ""),
+            params["metric"],
+            task=params["task"],
+            name=params["name"],
+            caption=params.get("caption") or "",
             na=common["na"],
-            higher_is_better=bool(smk_get(params, "higher_is_better", True)),
-            metric_label=smk_get(params, "metric_label"),
+            higher_is_better=bool(params["higher_is_better"]),
+            metric_label=params.get("metric_label"),
             row_labels=common["row_labels"],
             col_labels=common["dataset_labels"],
             expected_seeds=common["seeds"],
@@ -540,5 +551,10 @@ def render_rule(inputs, params, outputs, *, after_failure: bool = False) -> Tabl
         raise ValueError(f"params.table must be one of {TABLES}, got {which!r}")
     if after_failure:
         table.notes.append(KEEP_GOING_NOTE)
-    write_table(table, md=smk_get(outputs, "md"), csv=smk_get(outputs, "csv"), tex=smk_get(outputs, "tex"))
+    write_table(table, md=outputs.get("md"), csv=outputs.get("csv"), tex=outputs.get("tex"))
     return table
+
+
+def table_rule(rule) -> Table:
+    """The ``table_*`` rules' entry point (``scjepa.rule.run``)."""
+    return render_rule(rule.input, rule.params, rule.output)
