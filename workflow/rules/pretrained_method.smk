@@ -7,6 +7,16 @@
 #             method=names_regex(methods_of_family("scjepa")),
 #
 # (workflow/rules/methods/scjepa.smk). The training code is picked by the method's `family`.
+#
+# GPUs: `method_params.<m>.gpu: N` asks for N GPUs (`resources: gpu`, which the SLURM plugin turns into
+# `--gpus=N`). With N > 1 the job starts N data-parallel ranks with torchrun on its node (`nodes=1`: the
+# GPUs must share a node) and trains with DistributedDataParallel; `batch_size` stays the global batch.
+# CPUs: `training.threads` per rank (threads = training.threads x N; SLURM's --cpus-per-task); each rank
+# uses one for its training loop and the rest as loader workers.
+
+
+def pretrain_threads(wildcards):
+    return config["training"]["threads"] * max(1, method_gpu(wildcards.method))
 
 
 rule pretrain_method:
@@ -25,11 +35,12 @@ rule pretrain_method:
         "logs/pretrain/{method}.log",
     benchmark:
         "results/benchmarks/pretrain/{method}.tsv"
-    threads: config["training"]["threads"]
+    threads: pretrain_threads
     resources:
         mem_mb=mem(8000),
         runtime=runtime(240),
         gpu=gpu_of_method,
+        nodes=1,
     conda:
         ENV
     script:
