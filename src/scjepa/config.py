@@ -103,6 +103,7 @@ def method_entry(config: dict, method: str) -> dict:
     entry.setdefault("label", None)
     entry.setdefault("ablation_of", None)
     entry.setdefault("gpu", 0)
+    entry.setdefault("control", None)
     entry.setdefault("serves", tasks_registry.default_serves(entry["family"]))
     if entry["label"] is None:
         entry["label"] = method
@@ -158,6 +159,11 @@ def check(config: dict) -> None:
         if entry.get("ablation_of") and entry["ablation_of"] not in config.get("method_params", {}):
             raise InputError(f"ablation_of '{entry['ablation_of']}' is not a method",
                              key=f"method_params.{m}.ablation_of")
+        if entry.get("family") == "control" and not entry.get("control"):
+            raise InputError("a control says whether it is a floor or a ceiling: control: negative or positive",
+                             key=f"method_params.{m}.control")
+        if entry.get("family") == "control" and not entry.get("serves"):
+            raise InputError("a control lists the tasks it takes part in (serves: [...])", key=f"method_params.{m}.serves")
         for task in entry.get("serves", []):
             if task in tasks_registry.REGISTRY and not tasks_registry.can_serve(entry["family"], task):
                 kind = tasks_registry.family_kind(entry["family"])

@@ -21,9 +21,10 @@ from typing import Any, Mapping
 ENCODER = "encoder"  # a pretrained torch encoder: embeds any dataset, can be fine-tuned
 EMBEDDING = "embedding"  # fitted once on the corpus, embeds any dataset (PCA, a user's rule file)
 PER_DATASET = "per_dataset"  # fitted on each dataset it embeds (scVI, Harmony)
-KINDS = (ENCODER, EMBEDDING, PER_DATASET)
+CONTROL = "control"  # a floor or ceiling (scjepa.methods.controls): takes part only where its config says
+KINDS = (ENCODER, EMBEDDING, PER_DATASET, CONTROL)
 FAMILY_KINDS = {"scjepa": ENCODER, "mae": ENCODER, "barlow_twins": ENCODER, "supervised": ENCODER,
-                "pca": EMBEDDING, "scvi": PER_DATASET, "harmony": PER_DATASET}
+                "pca": EMBEDDING, "scvi": PER_DATASET, "harmony": PER_DATASET, "control": CONTROL}
 
 
 def family_kind(family: str) -> str:
@@ -149,7 +150,7 @@ register(Task(
     description="Pretrained encoder + linear head, full fine-tuning, model selection on val; every seed.",
 ))
 register(Task(
-    "integration", roles=("integration",), serves=KINDS, replicates="runs",
+    "integration", roles=("integration",), serves=(ENCODER, EMBEDDING, PER_DATASET), replicates="runs",
     description="scib-metrics bio-conservation, batch correction and total on random subsamples.",
     tables=(Table("table_integration", "table_integration", "table_integration", ("integration",),
                   ("integration",), "table_integration.rst", replicates_of="integration"),),

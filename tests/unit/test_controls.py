@@ -26,7 +26,9 @@ def test_label_centres_are_orthonormal_and_noise_has_its_sd():
     labels = np.repeat(["a", "b", "c"], 2000)
     Z = label_embedding(labels, 16, 0.0, rng)
     centres = np.stack([Z[labels == c][0] for c in "abc"])
-    np.testing.assert_allclose(centres @ centres.T, np.eye(3), atol=1e-6)  # one-hot, rotated
+    G = centres @ centres.T
+    np.testing.assert_allclose(np.diag(G), 1.0, atol=1e-6)  # unit vectors ...
+    assert np.abs(G[~np.eye(3, dtype=bool)]).max() < 0.7  # ... of distinct directions
     Z = label_embedding(labels, 16, 0.5, np.random.default_rng(0))
     resid = Z[labels == "a"] - Z[labels == "a"].mean(0)
     assert resid.std() == pytest.approx(0.5 / 4, rel=0.03)  # typical noise length 0.5 in 16 dims
@@ -42,6 +44,14 @@ def test_positive_control_classifies_and_negative_does_not():
     acc = lambda Z: (knn_predict(Z[ref], y[ref], Z[qry], k=5) == y[qry]).mean()  # noqa: E731
     assert acc(pos) == 1.0
     assert acc(neg) < 0.35  # chance is 1/6
+
+
+def test_label_centres_are_shared_across_datasets():
+    a, b = toy(), toy(seed=1)
+    b.uns["dataset"] = "other"
+    za, zb = Control("labels", dim=32, noise=0.0).fit_transform(a), Control("labels", dim=32, noise=0.0).fit_transform(b)
+    ia, ib = np.flatnonzero(a.obs["cell_type"] == "t2")[0], np.flatnonzero(b.obs["cell_type"] == "t2")[0]
+    np.testing.assert_array_equal(za[ia], zb[ib])
 
 
 def test_controls_are_deterministic_per_dataset_and_shaped():
@@ -61,3 +71,37 @@ def test_bad_control_settings_name_the_key():
     a.obs = a.obs.drop(columns="cell_type")
     with pytest.raises(InputError, match="cell_type"):
         Control("labels").fit_transform(a, path="x.h5ad")
+
+
+def test_tables_mark_controls_and_never_make_them_bold():
+    from scjepa.report.tables import CONTROL_NOTE, make_table, mark_controls, to_markdown
+
+    recs = [{"task": "zero_shot", "method": m, "dataset": "d", "seed": None, "status": "ok",
+             "metrics": {"knn_macro_f1": v}} for m, v in [("labels", 0.99), ("pca", 0.8), ("random", 0.1), ("mae", 0.7)]]
+    t = make_table(recs, ["labels", "pca", "random", "mae"], ["d"], "knn_macro_f1", task="zero_shot",
+                   row_labels={"labels": "Labels + noise", "random": "Random"})
+    assert t.cells[0][0].best  # before marking, the ceiling wins the column
+    mark_controls(t, {"labels": "positive", "random": "negative"})
+    assert t.rows == ["pca", "mae", "labels", "random"]
+    assert t.row_labels[2:] == ["Labels + noise (pos. control)", "Random (neg. control)"]
+    assert [line[0].best for line in t.cells] == [True, False, False, False]
+    md = to_markdown(t)
+    assert "**0.800**" in md and "**0.990**" not in md and CONTROL_NOTE in md
+
+
+def test_a_control_must_say_what_it_is_and_what_it_serves():
+    import yaml
+
+    from scjepa.config import validate
+
+    cfg = yaml.safe_load(open("tests/workflow/tiny.yaml"))
+    cfg["methods"].append("rand")
+    cfg["method_params"]["rand"] = {"family": "control", "hparams": {"kind": "random"}, "serves": ["zero_shot"]}
+    with pytest.raises(InputError, match="method_params.rand.control"):
+        validate(cfg)
+    cfg["method_params"]["rand"].update(control="negative", serves=[])
+    with pytest.raises(InputError, match="method_params.rand.serves"):
+        validate(cfg)
+    cfg["method_params"]["rand"]["serves"] = ["finetune"]
+    with pytest.raises(InputError, match="cannot serve 'finetune'"):
+        validate(cfg)

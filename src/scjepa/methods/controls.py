@@ -10,7 +10,8 @@ kind                      role        embedding (N, dim) float32
 ``random``                negative    i.i.d. N(0, 1): carries nothing about the cells
 ``unintegrated``          negative    the dataset's own first ``dim`` PCs of log-normalised expression: scIB's
                                       "unintegrated" baseline (batch effects left in)
-``labels``                positive    the true cell type as a one-hot code, rotated into ``dim`` dimensions,
+``labels``                positive    the true cell type as a unit vector fixed by its name (the same in every
+                                      dataset, so it also transfers from a reference),
                                       plus Gaussian noise of typical length ``noise`` (sd noise/sqrt(dim) per
                                       dimension; centres are sqrt(2) apart): types separate, batches do not
 ========================  ==========  =========================================================================
@@ -81,7 +82,7 @@ class Control:
             if k < 1:
                 raise InputError(f"too few cells or genes for PCA ({adata.shape})", path=path, key="X")
             return np.asarray(pca(adata.X, k, seed=int(self.seed)), dtype=np.float32)
-        return label_embedding(_labels(adata, self.label_key, path), dim, float(self.noise), rng)
+        return label_embedding(_labels(adata, self.label_key, path), dim, float(self.noise), rng, int(self.seed))
 
     def save(self, model_dir, *, method: str | None = None) -> None:
         """A control has no fitted state: its directory records what it is (hparams.json)."""
@@ -102,19 +103,18 @@ def _labels(adata, key: str, path) -> np.ndarray:
     return adata.obs[key].astype(str).to_numpy()
 
 
-def label_embedding(labels: np.ndarray, dim: int, noise: float, rng: np.random.Generator) -> np.ndarray:
-    """One-hot codes of ``labels`` (T types) mapped into ``dim`` dimensions by a random isometry, plus noise.
+def label_centre(label: str, dim: int, seed: int = 0) -> np.ndarray:
+    """A unit vector for one cell-type name, the same in every dataset (so a positive control transfers
+    between datasets); different names are nearly orthogonal in dim >= 32 (|cos| ~ 1/sqrt(dim))."""
+    v = _rng(seed, f"label:{label}").standard_normal(dim)
+    return v / np.linalg.norm(v)
 
-    With T <= dim the map is an orthonormal embedding, so every pair of class centres is sqrt(2) apart; with
-    T > dim a random projection (approximately so). The noise is isotropic with sd ``noise / sqrt(dim)`` per
-    dimension, so its typical length is ``noise`` whatever ``dim``. Returns (N, dim) float32.
-    """
-    classes, codes = np.unique(labels, return_inverse=True)
-    T = len(classes)
-    if T <= dim:
-        Q, _ = np.linalg.qr(rng.standard_normal((dim, T)))  # (dim, T), orthonormal columns
-        centres = Q.T
-    else:
-        centres = rng.standard_normal((T, dim)) / np.sqrt(dim)
-    Z = centres[codes] + (noise / np.sqrt(dim)) * rng.standard_normal((len(labels), dim))
+
+def label_embedding(labels: np.ndarray, dim: int, noise: float, rng: np.random.Generator, seed: int = 0) -> np.ndarray:
+    """Each cell's type as a unit vector (:func:`label_centre`; centres about sqrt(2) apart) plus isotropic
+    noise of sd ``noise / sqrt(dim)`` per dimension, so its typical length is ``noise`` whatever ``dim``.
+    Returns (N, dim) float32."""
+    classes, codes = np.unique(np.asarray(labels).astype(str), return_inverse=True)
+    centres = np.stack([label_centre(c, dim, seed) for c in classes])
+    Z = centres[codes] + (noise / np.sqrt(dim)) * rng.standard_normal((len(codes), dim))
     return Z.astype(np.float32)

@@ -18,7 +18,7 @@ from scjepa.errors import InputError
 from scjepa.io import read_h5ad, write_h5ad
 from scjepa.methods.registry import get_family
 
-FAMILIES = ("scvi", "harmony")
+FAMILIES = ("scvi", "harmony", "control")
 _META_KEYS = (
     "family", "method", "n_genes", "gene_ids_file",  # model-directory metadata (docs/CONTRACTS.md)
     "batches", "kl_warmup_epochs_effective", "n_pcs_effective",  # written by save()

@@ -53,6 +53,7 @@ FAMILIES = _Registry({
     "pca": "scjepa.methods.pca:PCAMethod",
     "scvi": "scjepa.methods.scvi:SCVIMethod",
     "harmony": "scjepa.methods.harmony:HarmonyMethod",
+    "control": "scjepa.methods.controls:Control",
 })
 register_family = FAMILIES.register
 
