@@ -389,6 +389,9 @@ def table_params(tab):
     """The table rule's params (the keys ``scjepa.report.tables.render_rule`` reads)."""
     params = {"table": tab.renderer, "methods": table_rows(tab), "datasets": table_datasets(tab), "na": na_cells(),
               "row_labels": method_labels()}
+    controls = {m: method_entry(m)["control"] for m in params["methods"] if method_entry(m)["control"]}
+    if controls:  # only with controls in the run: a table without them keeps the params it always had
+        params["controls"] = controls
     if tab.replicates_of:
         params["seeds"] = tasks_registry.get(tab.replicates_of).replicate_ids(config)
     if tab.probe:

@@ -549,9 +549,43 @@ def render_rule(inputs: Mapping, params: Mapping, outputs: Mapping, *, after_fai
         )
     else:
         raise ValueError(f"params.table must be one of {TABLES}, got {which!r}")
+    mark_controls(table, params.get("controls"))
     if after_failure:
         table.notes.append(KEEP_GOING_NOTE)
     write_table(table, md=outputs.get("md"), csv=outputs.get("csv"), tex=outputs.get("tex"))
+    return table
+
+
+CONTROL_MARK = {"negative": "neg. control", "positive": "pos. control"}
+CONTROL_NOTE = ("Controls, marked and never bold: a negative control is a floor (a random embedding; for integration "
+                "the dataset's unintegrated expression PCs), a positive one a ceiling (the true cell types plus noise).")
+
+
+def mark_controls(table: Table, controls: Mapping[str, str] | None) -> Table:
+    """Move control rows (row -> "negative" / "positive") to the bottom, mark their labels, and make bold only
+    the best of the methods: a control is a reference point, not a competitor."""
+    controls = {r: k for r, k in (controls or {}).items() if r in table.rows}
+    if not controls:
+        return table
+    order = [i for i, r in enumerate(table.rows) if r not in controls] + \
+            [i for i, r in enumerate(table.rows) if r in controls]
+    table.rows = [table.rows[i] for i in order]
+    table.row_labels = [table.row_labels[i] + (f" ({CONTROL_MARK[controls[table.rows[k]]]})"
+                                                if table.rows[k] in controls else "")
+                        for k, i in enumerate(order)]
+    table.cells = [table.cells[i] for i in order]
+    for j, col in enumerate(table.columns):
+        for line in table.cells:
+            line[j].best = False
+        vals = [round(line[j].mean, table.digits) for r, line in zip(table.rows, table.cells)
+                if line[j].status == "ok" and r not in controls]
+        if not vals:
+            continue
+        best = max(vals) if col.higher_is_better else min(vals)
+        for r, line in zip(table.rows, table.cells):
+            if r not in controls and line[j].status == "ok" and round(line[j].mean, table.digits) == best:
+                line[j].best = True
+    table.notes.insert(1, CONTROL_NOTE)
     return table
 
 
