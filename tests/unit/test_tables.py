@@ -120,6 +120,7 @@ def test_make_tables_script_treats_missing_files_as_failed(tmp_path):
         output=SimpleNamespace(**out),
         params=SimpleNamespace(
             table="table1_in_distribution",
+            k=5,
             methods=METHODS,
             datasets=["pbmc", "lung"],
             na=[["finetune", "pca", "*"]],
@@ -140,10 +141,11 @@ def test_make_tables_script_treats_missing_files_as_failed(tmp_path):
 def test_render_rule_after_failure_says_so(tmp_path):
     paths = _written_records(tmp_path)
     out = dict(md=str(tmp_path / "t.md"), csv=str(tmp_path / "t.csv"), tex=None)
-    params = dict(table="table1_in_distribution", methods=METHODS, datasets=["pbmc"], seeds=[0, 1, 2],
+    params = dict(table="table1_in_distribution", k=7, methods=METHODS, datasets=["pbmc"], seeds=[0, 1, 2],
                   na=None, row_labels=None, dataset_labels=None, digits=None, probe=None)
     t = T.render_rule(dict(scores=paths + [str(tmp_path / "gone.json")]), params, out, after_failure=True)
     assert T.KEEP_GOING_NOTE in t.notes and "--keep-going" in Path(out["md"]).read_text()
+    assert "kNN (k = 7)" in t.caption  # the caption says the k the run used
     assert not (tmp_path / "t.tex").exists()
     T.render_rule(dict(scores=paths), params, out)
     assert "--keep-going" not in Path(out["md"]).read_text()

@@ -396,6 +396,7 @@ def table_params(tab):
         params["seeds"] = tasks_registry.get(tab.replicates_of).replicate_ids(config)
     if tab.probe:
         params["probe"] = config["tasks"]["zero_shot"]["linear_probe"]
+        params["k"] = config["tasks"]["zero_shot"]["k"]  # the caption says which k the kNN used
     if tab.hierarchy and HIERARCHY["enabled"]:  # only when switched on: the default run's params stay as they were
         params["hierarchy"] = True
     if tab.renderer == "generic":

@@ -281,27 +281,27 @@ def _annotation_table_named(name: str, caption: str):
     """Tables 1, 2 and 4 share one layout; they differ in name and caption only."""
 
     def table(records, methods, datasets, *, na=(), seeds=None, row_labels=None, dataset_labels=None,
-              probe=False, digits=3, hierarchy=False) -> Table:
-        return _annotation_table(name, caption, records, methods, datasets, na=na, seeds=seeds,
+              probe=False, digits=3, hierarchy=False, k=5) -> Table:
+        return _annotation_table(name, caption.format(k=k), records, methods, datasets, na=na, seeds=seeds,
                                  row_labels=row_labels, dataset_labels=dataset_labels, probe=probe, digits=digits,
                                  hierarchy=hierarchy)
 
     table.__name__ = name
-    table.__doc__ = f"{name}: {caption}"
+    table.__doc__ = f"{name}: {caption} (k: the kNN's neighbours, from the config)"
     return table
 
 
 #: Table 1: zero-shot kNN and fine-tuning on the in-distribution datasets.
 table1_in_distribution = _annotation_table_named(
     "table1_in_distribution",
-    "Cell-type annotation on in-distribution datasets: zero-shot kNN (k = 5) and fine-tuning.")
+    "Cell-type annotation on in-distribution datasets: zero-shot kNN (k = {k}) and fine-tuning.")
 #: Table 2: the same on the out-of-distribution datasets.
 table2_out_of_distribution = _annotation_table_named(
     "table2_out_of_distribution",
-    "Cell-type annotation on out-of-distribution datasets: zero-shot kNN (k = 5) and fine-tuning.")
+    "Cell-type annotation on out-of-distribution datasets: zero-shot kNN (k = {k}) and fine-tuning.")
 #: Table 4: scJEPA ablation variants (rows), zero-shot kNN and fine-tuning.
 table4_ablation = _annotation_table_named(
-    "table4_ablation", "Ablation of scJEPA: zero-shot kNN (k = 5) and fine-tuning.")
+    "table4_ablation", "Ablation of scJEPA: zero-shot kNN (k = {k}) and fine-tuning.")
 
 
 def table3_spatial(
@@ -525,7 +525,7 @@ def render_rule(inputs: Mapping, params: Mapping, outputs: Mapping, *, after_fai
     probe = bool(params.get("probe", False))
     hier = {"hierarchy": True} if params.get("hierarchy") else {}  # only when switched on
     if which in ("table1_in_distribution", "table2_out_of_distribution", "table4_ablation"):
-        table = globals()[which](records, methods, datasets, probe=probe, **common, **hier)
+        table = globals()[which](records, methods, datasets, probe=probe, k=int(params["k"]), **common, **hier)
     elif which == "table3_spatial":
         table = globals()[which](records, methods, datasets, **common, **hier)
     elif which == "table_integration":
