@@ -25,6 +25,7 @@ SOURCE_KEYS = {
     "synthetic": ("synthetic",),
     "url": ("url", "sha256"),
     "census": ("census_dataset_id",),
+    "census_query": (),
     "local": ("path",),
     "bundled": ("name",),
 }

@@ -269,6 +269,79 @@ def label_ids_from_obs(obs, label_key: str, id_key: str, *, path=None) -> dict[s
 
 
 # --------------------------------------------------------------------------------------------
+# the workflow's switch: hierarchy-corrected scores beside the plain ones in the score records
+
+#: the hierarchy-corrected scores a record carries, after the readout's prefix (``knn_``, ``probe_``,
+#: ``transfer_`` or none for fine-tuning): ``knn_hier_macro_f1`` etc.
+HIER_METRICS = ("hier_macro_f1", "hier_micro_f1", "hier_weighted_f1", "hier_accuracy", "hier_n_corrected",
+                "hier_n_not_in_ontology")
+
+
+@dataclass(eq=False)
+class Hierarchy:
+    """An ontology and the policy for labels it lacks, as ``tasks.zero_shot.hierarchy`` configures them.
+
+    Labels become term ids through the dataset's ``cell_type_id`` obs column where it has one
+    (``columns.cell_type_id``: CELLxGENE's ``cell_type_ontology_term_id``), else through the
+    ontology's term names (CELLxGENE's ``cell_type`` values are Cell Ontology names; the synthetic
+    world's lineage names its terms after the generator's labels).
+    """
+
+    ontology: Ontology
+    missing: str = "error"
+    label_key: str = "cell_type"
+    id_key: str = "cell_type_id"
+
+    def label_ids(self, *obs_frames, path=None) -> dict[str, str]:
+        """Label -> term id from the obs of every dataset involved (query, and reference if another)."""
+        ids: dict[str, str] = {}
+        by_name: dict[str, str] | None = None
+        for obs in obs_frames:
+            if self.id_key in obs:
+                pairs = label_ids_from_obs(obs, self.label_key, self.id_key, path=path)
+            else:
+                if by_name is None:
+                    by_name = {}
+                    for tid, name in self.ontology.names.items():
+                        by_name.setdefault(name, tid)
+                # a label no term is named after maps to itself: "not in the ontology" (an error, or
+                # uncorrected with missing='uncorrected')
+                pairs = {str(v): by_name.get(str(v), str(v)) for v in obs[self.label_key].astype(str).unique()}
+            for label, tid in pairs.items():
+                if ids.setdefault(label, tid) != tid:
+                    raise InputError(f"label '{label}' has term id '{ids[label]}' in one dataset and '{tid}' in "
+                                     "another", path=path, column=self.id_key)
+        return ids
+
+    def scores(self, y_true, y_pred, label_ids: Mapping[str, str], *, prefix: str = "") -> dict[str, float]:
+        """``{prefix}hier_*`` (:data:`HIER_METRICS`) for one readout's predictions."""
+        full = score_hierarchical(y_true, y_pred, self.ontology, label_ids=label_ids, missing=self.missing)
+        out = {f"{prefix}{k}": full[k] for k in ("hier_macro_f1", "hier_micro_f1", "hier_weighted_f1", "hier_accuracy")}
+        out[f"{prefix}hier_n_corrected"] = full["n_corrected"]
+        out[f"{prefix}hier_n_not_in_ontology"] = full["n_not_in_ontology"]
+        return out
+
+    def config(self) -> dict:
+        """The record's description of the correction (what produced the hier_* scores)."""
+        return {"ontology": self.ontology.source, "data_version": self.ontology.data_version,
+                "relations": list(self.ontology.relations), "missing": self.missing,
+                "rule": "a prediction of a descendant of the true term counts as the true term (scTab)"}
+
+
+def load_hierarchy(settings: Mapping | None, obo_path=None) -> Hierarchy | None:
+    """The score scripts' entry: ``settings`` = ``tasks.zero_shot.hierarchy`` (None or not ``enabled``:
+    None, no hier_* scores), ``obo_path`` the ontology file the workflow provides."""
+    if not settings or not settings.get("enabled"):
+        return None
+    if not obo_path:
+        raise InputError("hierarchy-corrected F1 is switched on but no ontology file was given",
+                         key="tasks.zero_shot.hierarchy.ontology")
+    missing = settings.get("missing", "error")
+    _check_policy(missing)
+    return Hierarchy(load_obo(obo_path), missing=missing)
+
+
+# --------------------------------------------------------------------------------------------
 # writing OBO (the synthetic world's lineage)
 
 
@@ -320,5 +393,6 @@ def write_synthetic_ontology(dest: str | os.PathLike, *, n_types: int = 16,
     return dict(zip(terms["name"], terms["term_id"]))
 
 
-__all__ = ["Ontology", "SCTAB_RELATIONS", "MISSING_POLICIES", "load_obo", "hierarchy_correct",
-           "score_hierarchical", "label_ids_from_obs", "write_obo", "write_synthetic_ontology"]
+__all__ = ["Ontology", "SCTAB_RELATIONS", "MISSING_POLICIES", "HIER_METRICS", "Hierarchy", "load_hierarchy",
+           "load_obo", "hierarchy_correct", "score_hierarchical", "label_ids_from_obs", "write_obo",
+           "write_synthetic_ontology"]

@@ -314,6 +314,14 @@ def leakage_datasets():
     return sorted(d for d in datasets_with_roles(("in_distribution", "out_of_distribution", "spatial")) if d != CORPUS)
 
 
+def census_query_inputs(wildcards):
+    """query_census_corpus: the pinned Cell Ontology its type filters read (census_query.ontology_filters)."""
+    q = DATASETS[wildcards.dataset].get("census_query") or {}
+    if not q.get("ontology_filters", True):
+        return {}
+    return {"ontology": f"resources/ontology/cl_{HIERARCHY['cell_ontology_version']}.obo"}
+
+
 def split_from_inputs(wildcards):
     """preprocess: the processed dataset whose split this one takes (datasets.<name>.split_from)."""
     src = (DATASETS[wildcards.dataset].get("split_from") or {}).get("dataset")

@@ -24,6 +24,7 @@ Snakemake interface:
                           class_balanced (True), patience (None), eval_batch_size, device ("auto"),
                           min_gene_coverage (0.5)
         record_failures   default False
+        hierarchy         optional tasks.zero_shot.hierarchy settings (enabled: hier_* scores, input.ontology)
         seeds             (instead of seed) list of seeds, aligned with output.scores (and histories)
     output:
         score      results/scores/finetune/{method}/{dataset}/{seed}.json
@@ -36,6 +37,7 @@ Snakemake interface:
 
 from scjepa.io import read_h5ad, write_text
 from scjepa.methods.base import read_genes
+from scjepa.ontology import load_hierarchy
 from scjepa.tasks.common import run_score_seeds, smk_get
 from scjepa.tasks.finetune import FinetuneConfig, finetune_dataset, load_pretrained_encoder
 
@@ -60,6 +62,7 @@ def main(snakemake):
         genes = read_genes(model_dir) if model_dir else None
         if "adata" not in cache:  # read once per job, however many seeds
             cache["adata"] = read_h5ad(snakemake.input.processed)
+            cache["hierarchy"] = load_hierarchy(smk_get(p, "hierarchy"), smk_get(snakemake.input, "ontology"))
         result, run_config = finetune_dataset(
             cache["adata"],
             model_dir,
@@ -71,7 +74,10 @@ def main(snakemake):
             encoder=encoder,
             genes=genes,
             path=snakemake.input.processed,
+            hierarchy=cache["hierarchy"],
         )
+        if cache["hierarchy"]:
+            run_config["hierarchy"] = cache["hierarchy"].config()
         if history:
             write_text(pd.DataFrame(result.history).to_csv(index=False, float_format="%.6g"), history)
         return result.metrics, run_config

@@ -22,6 +22,7 @@ Snakemake interface:
         probe             default True
         seed              default 0 (probe solver only; the record's seed is null)
         record_failures   default False
+        hierarchy         optional tasks.zero_shot.hierarchy settings (enabled: hier_* scores, input.ontology)
     output:
         score        results/scores/spatial/{method}/{dataset}.json
         predictions  results/scores/spatial/{method}/{dataset}.predictions.csv
@@ -31,6 +32,7 @@ Snakemake interface:
 """
 
 from scjepa.contracts import processed_obs_names, read_embedding
+from scjepa.ontology import load_hierarchy
 from scjepa.tasks.common import run_score_script, smk_get
 from scjepa.tasks.spatial import spatial_scores, write_predictions
 
@@ -45,6 +47,7 @@ def main(snakemake):
         spatial = read_embedding(
             inp.emb, processed_obs_names(processed) if processed else None, required_obs=(label_key,)
         )
+        hierarchy = load_hierarchy(smk_get(p, "hierarchy"), smk_get(inp, "ontology"))
         reference = None
         if ref_path:
             ref_names = processed_obs_names(ref_processed) if ref_processed else None
@@ -64,8 +67,11 @@ def main(snakemake):
             seed=0 if seed is None else seed,
             spatial_path=inp.emb,
             reference_path=ref_path,
+            hierarchy=hierarchy,
         )
         write_predictions(predictions, snakemake.output.predictions)
+        if hierarchy:
+            config["hierarchy"] = hierarchy.config()
         return metrics, {**config, "embedding": str(inp.emb), "reference_embedding": ref_path and str(ref_path)}
 
     run_score_script(snakemake, "spatial", compute, seed_in_record=False)

@@ -15,6 +15,7 @@ Snakemake interface (``script: "../scripts/score_zero_shot.py"``):
         probe             default True (linear probe beside the kNN)
         seed              default 0 (only the probe's solver uses it; the record's seed is null)
         record_failures   default False (True: an error writes a "failed" record instead of failing the job)
+        hierarchy         optional tasks.zero_shot.hierarchy settings (enabled: hier_* scores, input.ontology)
     output:
         score      results/scores/zero_shot/{method}/{dataset}.json
     log:
@@ -22,6 +23,7 @@ Snakemake interface (``script: "../scripts/score_zero_shot.py"``):
 """
 
 from scjepa.contracts import processed_obs_names, read_embedding
+from scjepa.ontology import load_hierarchy
 from scjepa.tasks.common import run_score_script, smk_get
 from scjepa.tasks.knn import zero_shot, zero_shot_config
 
@@ -44,9 +46,11 @@ def main(snakemake):
             probe=bool(smk_get(p, "probe", True)),
             seed=int(seed if seed is not None else 0),
         )
-        metrics, _ = zero_shot(adata, path=snakemake.input.emb, **opts)
+        hierarchy = load_hierarchy(smk_get(p, "hierarchy"), smk_get(snakemake.input, "ontology"))
+        metrics, _ = zero_shot(adata, path=snakemake.input.emb, hierarchy=hierarchy, **opts)
+        extra = {"hierarchy": hierarchy.config()} if hierarchy else {}
         return metrics, zero_shot_config(
-            **opts, embedding=str(snakemake.input.emb), embedding_dim=int(adata.obsm["X_emb"].shape[1])
+            **opts, embedding=str(snakemake.input.emb), embedding_dim=int(adata.obsm["X_emb"].shape[1]), **extra
         )
 
     run_score_script(snakemake, "zero_shot", compute, seed_in_record=False)

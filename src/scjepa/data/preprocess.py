@@ -364,6 +364,7 @@ def preprocess_dataset(spec: Mapping, settings: Mapping, raw_path, provenance_pa
 def preprocess_rule(rule) -> dict:
     """Rule ``preprocess``: :func:`preprocess_dataset` on the rule's files."""
     provenance = preprocess_dataset(rule.params["spec"], rule.params["preprocess"], rule.input["raw"],
-                                    rule.input["provenance"], rule.input["genes"], rule.output["processed"])
+                                    rule.input["provenance"], rule.input["genes"], rule.output["processed"],
+                                    split_source=rule.input.get("split_source"))
     log.info("provenance: %s", provenance)
     return provenance

@@ -72,7 +72,7 @@ CENSUS_HTTPS_URL_PATTERNS = (
     "https://cellxgene-data-public.s3.us-west-2.amazonaws.com/cell-census/{census_version}/h5ads/{dataset_id}.h5ad",
 )
 
-SOURCES = ("url", "census", "local", "bundled", "synthetic")
+SOURCES = ("url", "census", "census_query", "local", "bundled", "synthetic")
 
 #: Data sets that ship inside an installed package's files, so they need no network.
 BUNDLED = {
@@ -144,6 +144,15 @@ def _fetch(spec: dict, dest: str | os.PathLike, *, progress: bool) -> dict[str, 
         url = _require(spec, "url")
         sha = fetch_url(url, spec.get("sha256"), dest, progress=progress)
         record.update(origin=url, url=url, X_kind="as published")
+    elif source == "census_query":
+        from scjepa.data.census_corpus import fetch_census_query
+
+        version = str(spec.get("census_version") or DEFAULT_CENSUS_VERSION)
+        query = fetch_census_query(spec.get("census_query") or {}, version, dest, progress=progress,
+                                   ontology_path=spec.get("ontology_path"))
+        sha = sha256_file(dest)
+        record.update(origin=f"cellxgene-census query@{version}", census_version=version, query=query,
+                      matrix="X", X_kind="counts (Census X raw)")
     elif source == "census" and spec.get("census_dataset_ids"):
         ids = [str(i) for i in spec["census_dataset_ids"]]
         version = str(spec.get("census_version") or DEFAULT_CENSUS_VERSION)
@@ -923,6 +932,8 @@ def fetch_rule(rule) -> dict:
 
     spec = dict(rule.params["spec"])
     logging.getLogger(__name__).info("fetching dataset %s from source %s", spec["dataset"], spec["source"])
+    if rule.input.get("ontology"):  # census_query: the Cell Ontology its type filters read
+        spec["ontology_path"] = rule.input["ontology"]
     provenance = fetch(spec, rule.output["raw"])
     write_json({"dataset": spec["dataset"], **provenance}, rule.output["provenance"])
     return provenance

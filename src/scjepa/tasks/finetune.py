@@ -251,6 +251,7 @@ def finetune_dataset(
     encoder=None,
     genes: Sequence[str] | None = None,
     path=None,
+    hierarchy=None,
 ) -> tuple[FinetuneResult, dict[str, Any]]:
     """Fine-tune a method's encoder on a processed dataset (AnnData; X = log1p-normalised).
 
@@ -261,7 +262,8 @@ def finetune_dataset(
     ``encoder``/``genes`` may be given directly instead of ``model_dir`` (tests, notebooks).
     The dataset is aligned to the model's genes (zero-fill; coverage below
     ``config.min_gene_coverage`` is an InputError naming ``path``).
-    Returns ``(result, run_config)`` where run_config is the record's config block.
+    Returns ``(result, run_config)`` where run_config is the record's config block. ``hierarchy``
+    (a :class:`scjepa.ontology.Hierarchy`): also the test split's ``hier_*`` scores.
     """
     cfg = config or FinetuneConfig()
     if init not in INITS:
@@ -299,6 +301,9 @@ def finetune_dataset(
     splits = np.asarray(adata.obs[split_key].astype(str))
     result = finetune(encoder, X, labels, splits, seed=seed, config=cfg)
     result.metrics["gene_coverage"] = float(coverage)
+    if hierarchy is not None:
+        ids = hierarchy.label_ids(adata.obs, path=path)
+        result.metrics.update(hierarchy.scores(labels[splits == "test"], result.test_pred, ids))
     run_config = {
         **asdict(cfg),
         "device": select_device(cfg.device),

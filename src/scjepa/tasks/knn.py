@@ -30,13 +30,15 @@ def zero_shot(
     seed: int = 0,
     emb_key: str = EMBEDDING_KEY,
     path=None,
+    hierarchy=None,
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Zero-shot annotation of one embedding: kNN (and linear probe) from ``ref_split`` to ``query_split``.
 
     ``adata``: embedding AnnData (obs + ``obsm[emb_key]``). Returns ``(metrics, predictions)``:
     metrics ``knn_{macro_f1,micro_f1,weighted_f1,accuracy}``, ``probe_*`` likewise (if
     ``probe``), ``n_ref``, ``n_query``, ``n_classes_ref``, ``n_query_unseen_labels``;
-    predictions ``{"obs_names", "y_true", "knn", "probe"}`` for the query cells.
+    predictions ``{"obs_names", "y_true", "knn", "probe"}`` for the query cells. ``hierarchy``
+    (a :class:`scjepa.ontology.Hierarchy`): also ``knn_hier_*`` and ``probe_hier_*``.
     """
     if ref_split is not None and ref_split == query_split:
         raise InputError(f"reference and query are the same split '{ref_split}'", path=path, column=split_key)
@@ -52,6 +54,11 @@ def zero_shot(
         ppred = linear_probe_predict(emb[ref], labels[ref], emb[query], seed=seed)
         metrics.update({f"probe_{m}": v for m, v in score_annotation(labels[query], ppred).items()})
         preds["probe"] = ppred
+    if hierarchy is not None:
+        ids = hierarchy.label_ids(adata.obs, path=path)
+        for readout in ("knn", "probe"):
+            if readout in preds:
+                metrics.update(hierarchy.scores(labels[query], preds[readout], ids, prefix=f"{readout}_"))
     metrics.update(label_overlap_counts(labels[ref], labels[query]))
     return metrics, preds
 

@@ -109,6 +109,7 @@ def spatial_scores(
     emb_key: str = EMBEDDING_KEY,
     spatial_path=None,
     reference_path=None,
+    hierarchy=None,
 ) -> tuple[dict[str, float], pd.DataFrame, dict[str, Any]]:
     """Within-dataset zero-shot kNN and (if ``reference`` is given) cross-platform transfer.
 
@@ -117,7 +118,8 @@ def spatial_scores(
     metrics ``knn_*``, ``probe_*``, counts (as :func:`scjepa.tasks.knn.zero_shot`) and
     ``transfer_*``; predictions a DataFrame with :data:`PREDICTION_COLUMNS` (one row per spatial
     cell; ``pred_knn`` is empty outside the query split, ``pred_transfer`` empty without a
-    reference).
+    reference). ``hierarchy`` (a :class:`scjepa.ontology.Hierarchy`): also the ``hier_*`` scores of
+    each readout (transfer: over the same shared-label cells).
     """
     metrics, within = zero_shot(
         spatial,
@@ -130,6 +132,7 @@ def spatial_scores(
         seed=seed,
         emb_key=emb_key,
         path=spatial_path,
+        hierarchy=hierarchy,
     )
     names = np.asarray(spatial.obs_names).astype(str)
     pred_knn = pd.Series("", index=names, dtype=object)
@@ -151,6 +154,12 @@ def spatial_scores(
         )
         metrics.update(tmetrics)
         pred_transfer = tpred.astype(object)
+        if hierarchy is not None:
+            q_labels = labels_of(spatial.obs, label_key, path=spatial_path)
+            shared = np.isin(q_labels, list(set(labels_of(reference.obs, label_key, path=reference_path))))
+            if shared.any():
+                ids = hierarchy.label_ids(spatial.obs, reference.obs, path=spatial_path)
+                metrics.update(hierarchy.scores(q_labels[shared], tpred[shared].astype(str), ids, prefix="transfer_"))
     obs = spatial.obs
 
     def coord(col):
