@@ -22,7 +22,7 @@ kwargs = dict(
 gpus = int(snakemake.resources.get("gpu", 0) or 0)
 
 with rule_log(snakemake.log[0]) as log:
-    if gpus > 1 and get_family(kwargs["hparams"]["family"]).is_torch:
+    if gpus > 1 and getattr(get_family(kwargs["hparams"]["family"]), "is_torch", False):
         from scjepa.methods.distributed import launch
 
         log.info("pretraining on %d data-parallel ranks (torchrun, DistributedDataParallel)", gpus)

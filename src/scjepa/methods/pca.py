@@ -28,6 +28,7 @@ class PCAMethod:
     """sklearn-style: ``fit(loader)``, ``transform(X)``; learned state ends in ``_``."""
 
     family = "pca"
+    is_torch = False  # fitted by IncrementalPCA, not the torch engine
 
     def __init__(self, **hparams):
         hparams = {k: v for k, v in hparams.items() if k not in ("family", "method", "serves", "encoder")}

@@ -88,7 +88,7 @@ def pretrain(hparams: dict, store_dir, val_h5ad, out_dir, seed: int, method_name
         # last partial batch so every step has the same size.
         from scjepa.methods.engine import loader_settings
 
-        settings = loader_settings(resolve_device(params.device), num_threads) if cls.is_torch else {}
+        settings = loader_settings(resolve_device(params.device), num_threads) if getattr(cls, "is_torch", False) else {}
         loader = StoreLoader(store_dir, batch_size=getattr(params, "batch_size", 1024), shuffle=True,
                              seed=int(seed), split="train", drop_last=family != "pca", **settings)
     gene_ids = getattr(loader, "gene_ids", None)
