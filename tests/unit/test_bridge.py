@@ -194,12 +194,13 @@ def test_leave_one_out_selects_sigma_without_the_held_out_time():
         assert v["triples"] and all(k not in t for t in v["triples"])  # the held-out time is never used
         assert v["chosen"] in (0.0, 0.1, 0.3)
     assert m["n_heldout_times"] == 3
-    for base in ("w1_ref_prev", "w1_ref_next", "w1_ref_random"):
-        assert m["w1_ref"] < m[base], base
-    assert m["w1_latent"] < min(m["w1_latent_prev"], m["w1_latent_next"])
-    # the reference space is the latent here, so the latent's exact coupling is the McCann baseline
-    assert m["w1_latent_mccann"] == pytest.approx(m["w1_ref_mccann"], rel=1e-9)
-    assert m["w1_ref_rel_mccann"] == pytest.approx(m["w1_ref"] / m["w1_ref_mccann"])
+    for base in ("w1_prev", "w1_next", "w1_random", "w1_best_snapshot"):
+        assert m["w1_bridge"] < m[base], base
+        assert m[f"w1_{base[3:]}_t2"] > 0 and f"w1_{base[3:]}_t2_sd" in m
+    assert m["w1_latent_bridge"] < m["w1_latent_best_snapshot"]
+    # the reference space is the latent here: the expression-PC row and the latent's bridge coincide
+    assert m["w1_expr_pcs"] == pytest.approx(m["w1_bridge"], rel=1e-9)
+    assert m["w1_bridge_rel_best_snapshot"] < 1 and m["w1_random_rel_best_snapshot"] > 0
     assert all(math.isfinite(v) for v in m.values())
 
 
@@ -211,14 +212,42 @@ def test_three_snapshots_fall_back_to_the_default_sigma():
     assert m["sigma"] == 0.1 and details["per_time"][1]["how"].startswith("default")
 
 
-def test_scale_invariance_of_the_relative_sigma():
-    """σ is in units of the latent's scale: a latent times 10 gives the same coupling and W1_ref."""
-    X = _drift_snapshots(n=100)
-    cfg = B.BridgeConfig.from_dict({"sigmas": [0.0, 0.1, 0.3], "seeds": [0]})
-    m1, _ = B.leave_one_timepoint_out(B.TimeCourse(X, X, np.arange(5.0), cfg))
-    m2, _ = B.leave_one_timepoint_out(B.TimeCourse([10 * x for x in X], X, np.arange(5.0), cfg))
-    assert m1["w1_ref"] == pytest.approx(m2["w1_ref"], rel=1e-3)
-    assert m1["sigma"] == m2["sigma"]
+def _diffusion(n, K, sigma, seed, v=(1.0, 0.0), sd0=0.05):
+    """dx = v dt + σ dW from a near-point start (sd0), observed at t = 0..K−1 (fresh cells each time)."""
+    rng = np.random.default_rng(seed)
+    return [sd0 * rng.standard_normal((n, 2)) + np.asarray(v) * t + sigma * math.sqrt(t) * rng.standard_normal((n, 2))
+            for t in range(K)]
+
+
+@pytest.mark.parametrize("transform", ["rotate", "scale", "pad", "all"])
+def test_scores_do_not_depend_on_rotation_scale_or_constant_dimensions(transform):
+    """A latent rotated, scaled or padded with constant dimensions gets the same σ and the same scores."""
+    X = _diffusion(120, 5, 0.5, 0)
+    R = [x @ np.array([[1.0, 0.3], [0.0, 1.0]]) + 0.1 * np.random.default_rng(k).standard_normal(x.shape)
+         for k, x in enumerate(X)]  # a reference space that is not the latent
+    d = X[0].shape[1]
+    Q, _ = np.linalg.qr(np.random.default_rng(3).standard_normal((d, d)))
+    f = {"rotate": lambda x: x @ Q, "scale": lambda x: 7.5 * x, "pad": lambda x: np.c_[x, np.full((len(x), 3), 4.2)],
+         "all": lambda x: np.c_[7.5 * x @ Q, np.full((len(x), 3), 4.2)]}[transform]
+    cfg = B.BridgeConfig.from_dict({"sigmas": [0.0, 0.07, 0.15, 0.3], "seeds": [0, 1]})
+    m1, _ = B.leave_one_timepoint_out(B.TimeCourse(X, R, np.arange(5.0), cfg))
+    m2, _ = B.leave_one_timepoint_out(B.TimeCourse([f(x) for x in X], R, np.arange(5.0), cfg))
+    assert m1["sigma"] == m2["sigma"] and m1["sigma"] > 0  # noise is selected and carried
+    for key, v in m1.items():
+        if (key.startswith("w1_latent_") and not key.startswith("w1_latent_rel")) or key == "sigma_abs":
+            continue  # absolute W1 and σ inside the latent are in the latent's units
+        assert m2[key] == pytest.approx(v, rel=1e-6, abs=1e-9), key
+
+
+@pytest.mark.parametrize("sigma,seed", [(0.5, 0), (1.0, 1)])
+def test_selected_sigma_recovers_the_diffusion_of_a_known_process(sigma, seed):
+    """On a diffusion of known σ, the σ chosen on validation triples is within a factor 2 of the truth."""
+    X = _diffusion(400, 5, sigma, seed)
+    s_hat = B.latent_scale(np.concatenate(X))
+    grid = [m * sigma / s_hat for m in (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)]  # σ = c·ŝ: the truth is at c = σ/ŝ
+    cfg = B.BridgeConfig.from_dict({"sigmas": grid, "seeds": [0]})
+    m, _ = B.leave_one_timepoint_out(B.TimeCourse(X, X, np.arange(5.0), cfg))
+    assert sigma / 2 <= m["sigma_abs"] <= 2 * sigma, m["sigma_abs"]
 
 
 # --------------------------------------------------------------------------- fates
@@ -258,7 +287,8 @@ def test_fates_on_the_synthetic_time_course():
     res = B.score_timecourse(ad.obsm["X_true"], _lognorm(ad.X), ad.obs, cfg)
     m = res.metrics
     assert m["fate_accuracy"] > m["fate_chance"] + 0.1
-    assert m["w1_ref"] < m["w1_ref_prev"] and m["w1_ref"] < m["w1_ref_next"]
+    assert m["w1_bridge"] < m["w1_prev"] and m["w1_bridge"] < m["w1_next"]
+    assert m["fate_brier"] < m["fate_brier_chance"] and not res.unavailable
     assert res.samples["paths"].shape[1] == (len(res.samples["times"]) - 1) * cfg.path_steps + 1
 
 
@@ -314,7 +344,7 @@ def _adata(Z, X, obs):
 
 
 def test_score_script_writes_record_samples_and_the_figure_draws(tmp_path):
-    from scjepa.report.bridge_figures import plot_bridge_paths
+    from scjepa.report.bridge_figures import plot_bridge_heldout, plot_bridge_paths
     from scjepa.contracts import read_score
 
     X, F = _branching_snapshots(n=60)
@@ -332,55 +362,63 @@ def test_score_script_writes_record_samples_and_the_figure_draws(tmp_path):
     pemb.write_h5ad(pemb_p)
     pdata.write_h5ad(pdata_p)
 
-    import importlib.util
-    from pathlib import Path
+    from scjepa.rule import Rule
+    from scjepa.tasks.bridge.entry import score_rule
 
-    spec = importlib.util.spec_from_file_location(
-        "score_bridge", Path(__file__).resolve().parents[2] / "workflow" / "scripts" / "score_bridge.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    def rule(e, d, kind, name, bridge=None, **extra):
+        return Rule(name="score_bridge", input={"emb": str(e), "data": str(d)},
+                    output={"scores": str(tmp_path / f"{name}.json"), "samples": str(tmp_path / f"{name}.samples.npz")},
+                    params={"bridge": bridge or {"seeds": [0, 1], "sigmas": [0.0, 0.2], "top_genes": 5}, "kind": kind,
+                            **extra},
+                    wildcards={"method": name, "dataset": "toy"}, log=str(tmp_path / f"{name}.log"))
 
-    def smk(e, d, kind, name):
-        ns = types.SimpleNamespace
-        return ns(input=ns(emb=str(e), data=str(d)),
-                  output=ns(scores=str(tmp_path / f"{name}.json"), samples=str(tmp_path / f"{name}.samples.npz")),
-                  params=ns(bridge={"seeds": [0], "sigmas": [0.0, 0.2], "top_genes": 5}, kind=kind),
-                  wildcards=ns(method=name, dataset="toy"), log=[str(tmp_path / f"{name}.log")])
-
-    rec = script.main(smk(emb_p, data_p, "timecourse", "m1"))
-    assert rec["status"] == "ok"
+    rec = score_rule(rule(emb_p, data_p, "timecourse", "m1"))
+    assert rec["status"] == "ok" and "metrics_unavailable" not in rec
     on_disk = read_score(tmp_path / "m1.json")
     assert on_disk["task"] == "bridge" and on_disk["seed"] is None and on_disk["method"] == "m1"
-    for key in ("w1_ref", "w1_ref_sd", "w1_ref_rel_mccann", "w1_ref_prev", "w1_ref_next", "w1_ref_random",
-                "w1_ref_mccann", "w1_latent", "fate_accuracy", "fate_chance", "sigma"):
+    for e in ("bridge", "exact_ot", "random", "prev", "next", "expr_pcs", "best_snapshot"):
+        for key in (f"w1_{e}", f"w1_{e}_sd", f"w1_{e}_t2", f"w1_{e}_t2_sd"):
+            assert key in on_disk["metrics"], key
+    for key in ("w1_bridge_rel_best_snapshot", "w1_latent_rel_best_snapshot", "fate_accuracy", "fate_chance",
+                "fate_brier", "fate_brier_chance", "sigma", "sigma_t2", "sigma_expr_pcs"):
         assert key in on_disk["metrics"], key
-    assert on_disk["config"]["time_parameter"] == "index"
+    assert on_disk["config"]["time_parameter"] == "index" and set(on_disk["config"]["sigma_chosen"]) == {"1", "2", "3"}
     json.dumps(on_disk["config"])
 
-    prec = script.main(smk(pemb_p, pdata_p, "perturbation", "m2"))
+    # no fate column: the fate readouts are marked as having no ground truth, not silently missing
+    emb.obs = emb.obs.drop(columns="fate")
+    data.obs = data.obs.drop(columns="fate")
+    emb.write_h5ad(tmp_path / "emb_nf.h5ad")
+    data.write_h5ad(tmp_path / "data_nf.h5ad")
+    nf = score_rule(rule(tmp_path / "emb_nf.h5ad", tmp_path / "data_nf.h5ad", "timecourse", "m5",
+                         {"seeds": [0], "sigmas": [0.0, 0.2]}))
+    assert nf["status"] == "ok" and "fate_accuracy" not in nf["metrics"]
+    assert nf["metrics_unavailable"]["fate_brier"] == "the dataset has no 'fate' column"
+    assert read_score(tmp_path / "m5.json")["metrics_unavailable"] == nf["metrics_unavailable"]
+
+    prec = score_rule(rule(pemb_p, pdata_p, "perturbation", "m2"))
     assert prec["status"] == "ok"
     for key in ("r2_means", "l2_means", "r2_means_top5", "l2_means_top5", "r2_means_identity", "r2_means_meanshift",
-                "l2_means_ct", "l2_means_ct_meanshift"):
+                "l2_means_ct", "l2_means_ct_meanshift", "l2_means_ct_sd", "w2_ref_ct", "w2_ref_ct_identity",
+                "w2_ref_ct_meanshift", "mmd_ref_ct", "mmd_ref_ct_identity", "mmd_ref_ct_meanshift", "w2_ref_ct_observed"):
         assert key in prec["metrics"], key
 
     # a failure is a 'failed' record (with params.record_failures) and an empty samples file
-    bad = smk(emb_p, data_p, "timecourse", "m3")
-    bad.params.bridge = {"sigmas": [0.1], "num_iter_max": 1, "seeds": [0]}
+    bad = {"sigmas": [0.1], "num_iter_max": 1, "seeds": [0]}
     with pytest.raises(SolverError):
-        script.main(bad)
-    bad.params.record_failures = True
-    assert script.main(bad)["status"] == "failed"
+        score_rule(rule(emb_p, data_p, "timecourse", "m3", bad))
+    assert score_rule(rule(emb_p, data_p, "timecourse", "m3", bad, record_failures=True))["status"] == "failed"
 
     # the embedding is checked once, by the contract reader: rows in another order are an error naming it
     shuffled = emb[::-1].copy()
     shuffled.write_h5ad(tmp_path / "shuffled.h5ad")
     with pytest.raises(InputError, match="shuffled.h5ad"):
-        script.main(smk(tmp_path / "shuffled.h5ad", data_p, "timecourse", "m4"))
+        score_rule(rule(tmp_path / "shuffled.h5ad", data_p, "timecourse", "m4"))
 
-    fig = plot_bridge_paths({"M1": tmp_path / "m1.samples.npz", "M3 (failed)": tmp_path / "m3.samples.npz",
-                             "missing": tmp_path / "nope.npz"}, tmp_path / "f.png", tmp_path / "f.pdf")
+    fig = plot_bridge_heldout({"M1": tmp_path / "m1.samples.npz", "M3 (failed)": tmp_path / "m3.samples.npz",
+                               "missing": tmp_path / "nope.npz"}, tmp_path / "f.png", tmp_path / "f.pdf")
     assert (tmp_path / "f.png").stat().st_size > 1000 and (tmp_path / "f.pdf").stat().st_size > 1000
-    assert fig.axes[0].get_xlabel().startswith("latent PC 1")
+    assert fig.axes[0].get_title().startswith("held-out time")
     plot_bridge_paths({"P": tmp_path / "m2.samples.npz"}, tmp_path / "p.png", None)
     assert (tmp_path / "p.png").exists()
 

@@ -149,3 +149,79 @@ def plot_bridge_paths(samples_files: Mapping[str, str | os.PathLike], out_png=No
     if out_png or out_pdf:
         save_figure(fig, png=out_png, pdf=out_pdf)
     return fig
+
+
+_COLORS = {"truth": "0.15", "bridge": "#d95f02", "baseline": "#1b9e77"}
+_BASELINE_LABELS = {"prev": "previous snapshot", "next": "next snapshot", "random": "random coupling",
+                    "exact_ot": "exact OT (σ = 0)"}
+
+
+def plot_bridge_heldout(samples_files: Mapping[str, str | os.PathLike], out_png=None, out_pdf=None, *,
+                        title: str | None = None, max_times: int = 3):
+    """Fig. 5: per method (rows) and held-out time (columns), in the shared reference space (first two
+    expression PCs, the same axes in every panel): the held-out snapshot, the bridge's samples (noise
+    carried) and the prediction of the best baseline at that time (lowest mean W1 of previous / next
+    snapshot, random coupling, exact OT), with both W1s. Grey: every snapshot's cells, for context.
+
+    A samples file without held-out arrays (n/a, failed, missing, an old file) gives a labelled empty row.
+    """
+    import matplotlib
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    items = list(samples_files.items())
+    if not items:
+        raise ValueError("plot_bridge_heldout needs at least one samples file")
+    loaded = []
+    for label, p in items:
+        d = _load(p)
+        if isinstance(d, dict) and "heldout_truth" not in d:
+            d = "no held-out samples"
+        loaded.append((label, d))
+    good = [d for _, d in loaded if isinstance(d, dict)]
+    times = np.asarray(good[0]["heldout_times"], np.float64) if good else np.zeros(1)
+    if times.size > max_times:
+        times = times[np.unique(np.linspace(0, times.size - 1, max_times).round().astype(int))]
+    ncols, nrows = max(1, times.size), len(loaded)
+    with matplotlib.rc_context(_figures._ACTIVE):
+        fig = Figure(figsize=(2.3 * ncols + 0.4, 2.05 * nrows + 0.6 + (0.3 if title else 0)), layout="constrained")
+        axes = np.asarray(fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True))
+        for r, (label, d) in enumerate(loaded):
+            for ci, tval in enumerate(times):
+                ax = axes[r, ci]
+                ax.tick_params(length=2)
+                if r == 0:
+                    ax.set_title(f"held-out time {tval:g}")
+                if ci == 0:
+                    ax.set_ylabel(f"{label}\nref PC 2")
+                if r == nrows - 1:
+                    ax.set_xlabel("ref PC 1")
+                if not isinstance(d, dict):
+                    ax.text(0.5, 0.5, d, ha="center", va="center", transform=ax.transAxes, fontsize=8, color="0.4")
+                    continue
+                ref = np.asarray(d["ref_points"])
+                ax.scatter(ref[:, 0], ref[:, 1 % ref.shape[1]], s=1.5, c="0.85", linewidths=0, rasterized=True)
+                hk = list(np.asarray(d["heldout_times"], np.float64))
+                if tval not in hk:
+                    continue
+                i = hk.index(tval)
+                for name in ("baseline", "bridge", "truth"):
+                    pts = np.asarray(d[f"heldout_{name}"])[np.asarray(d[f"heldout_{name}_time"]) == tval]
+                    ax.scatter(pts[:, 0], pts[:, 1 % pts.shape[1]], s=2.5, c=_COLORS[name], alpha=0.6,
+                               linewidths=0, rasterized=True, zorder=3 if name == "truth" else 2)
+                base = str(np.asarray(d["heldout_baseline_name"])[i])
+                wb, wbase = np.asarray(d["heldout_w1"])[i]
+                sig = float(np.asarray(d["heldout_sigma"])[i])
+                ax.text(0.02, 0.98, f"W1 bridge {wb:.3g} (σ={sig:g}·ŝ)\n{_BASELINE_LABELS.get(base, base)} {wbase:.3g}",
+                        transform=ax.transAxes, ha="left", va="top", fontsize=6, color="0.2")
+        handles = [Line2D([], [], marker="o", ls="", color=_COLORS["truth"], markersize=4, label="held-out cells"),
+                   Line2D([], [], marker="o", ls="", color=_COLORS["bridge"], markersize=4, label="bridge samples"),
+                   Line2D([], [], marker="o", ls="", color=_COLORS["baseline"], markersize=4,
+                          label="best baseline's prediction"),
+                   Line2D([], [], marker="o", ls="", color="0.8", markersize=4, label="all snapshots")]
+        fig.legend(handles=handles, loc="outside lower center", ncols=4, frameon=False)
+        if title:
+            fig.suptitle(title)
+    if out_png or out_pdf:
+        save_figure(fig, png=out_png, pdf=out_pdf)
+    return fig

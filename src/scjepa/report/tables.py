@@ -496,7 +496,7 @@ def write_table(table: Table, *, md=None, csv=None, tex=None) -> None:
 # --------------------------------------------------------------------------- rule entry point
 
 TABLES = ("table1_in_distribution", "table2_out_of_distribution", "table3_spatial", "table4_ablation",
-          "table_integration", "generic")
+          "table_integration", "generic", "table_bridge_interpolation", "table_bridge_fate", "table_bridge_perturbation")
 KEEP_GOING_NOTE = (
     "Written after failed jobs (--keep-going): 'failed' cells have no score record; see logs/ for the failing "
     "rule. The next run rebuilds this table."
@@ -530,6 +530,10 @@ def render_rule(inputs: Mapping, params: Mapping, outputs: Mapping, *, after_fai
         table = globals()[which](records, methods, datasets, **common, **hier)
     elif which == "table_integration":
         table = globals()[which](records, methods, datasets, **common)
+    elif which.startswith("table_bridge_"):  # scjepa.report.bridge_tables: method + baseline rows
+        from scjepa.report.bridge_tables import RENDERERS
+
+        table = RENDERERS[which](records, methods, datasets, **common)
     elif which == "generic":
         table = make_table(
             records,

@@ -14,6 +14,7 @@ class BridgeConfig:
     """Every knob of the bridge benchmark; ``from_dict`` rejects unknown keys by name."""
 
     sigmas: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.5)  # σ grid, units of the latent scale ŝ
+    select_on: str = "energy"  # validation statistic σ is chosen on: "energy" (unbiased energy distance) or "w1"
     sigma_default: float | None = None  # used when no validation triple exists (None: grid median)
     seeds: tuple[int, ...] = (0, 1, 2)  # bridge-sampling seeds (and perturbation splits)
     reference_dims: int = 5  # PCs of log-normalised expression: the shared scoring space
@@ -56,6 +57,8 @@ class BridgeConfig:
             raise InputError("seeds must not be empty", key="seeds")
         if cfg.time_parameter not in ("index", "real"):
             raise InputError(f"time_parameter must be 'index' or 'real', got {cfg.time_parameter!r}", key="time_parameter")
+        if cfg.select_on not in ("energy", "w1"):
+            raise InputError(f"select_on must be 'energy' or 'w1', got {cfg.select_on!r}", key="select_on")
         if cfg.reference_dims < 1:
             raise InputError("reference_dims must be >= 1", key="reference_dims")
         if min(cfg.max_cells_per_time, cfg.batch_size, cfg.max_dense_cells, cfg.max_exact_cells) < 2:

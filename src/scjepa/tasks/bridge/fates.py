@@ -34,8 +34,9 @@ def fate_readout(tc: TimeCourse, fates: Sequence[np.ndarray], c: float) -> tuple
     ``fates[k]``: true fate label of each cell of snapshot k. Terminal classes are the labels seen
     at the last snapshot; cells of earlier snapshots whose label is one of them are scored.
     Chance: always predicting the most frequent terminal class (accuracy) / the terminal class
-    frequencies (log-loss). Probabilities are clipped at 1e-3 for the log-loss (an exact plan gives
-    hard 0/1 fates).
+    frequencies (Brier score, log-loss). The Brier score Σ_f (p_f − y_f)² is a proper scoring rule in
+    [0, 2] that stays finite for hard 0/1 fates; probabilities are clipped at 1e-3 for the log-loss
+    (an exact plan gives hard 0/1 fates).
     """
     couplings = [tc.coupling(k, k + 1, c) for k in range(tc.K - 1)]
     terminal = np.asarray(fates[-1]).astype(str)  # cells without a fate (None) are not scored below
@@ -61,6 +62,10 @@ def fate_readout(tc: TimeCourse, fates: Sequence[np.ndarray], c: float) -> tuple
     Pc /= Pc.sum(axis=1, keepdims=True)
     m["fate_accuracy"] = float((P.argmax(axis=1) == y).mean())
     m["fate_chance"] = float((y == int(prior.argmax())).mean())
+    Y = np.zeros_like(P)
+    Y[np.arange(len(y)), y] = 1.0
+    m["fate_brier"] = float(((P - Y) ** 2).sum(axis=1).mean())
+    m["fate_brier_chance"] = float(((prior[None, :] - Y) ** 2).sum(axis=1).mean())
     m["fate_logloss"] = float(-np.log(Pc[np.arange(len(y)), y]).mean())
     m["fate_logloss_chance"] = float(-np.log(np.clip(prior, 1e-3, None)[y]).mean())
     m["fate_sigma"] = float(c)

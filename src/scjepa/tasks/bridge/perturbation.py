@@ -11,7 +11,7 @@ import numpy as np
 from scjepa.errors import InputError, SolverError
 from scjepa.tasks.bridge.config import BridgeConfig
 from scjepa.tasks.bridge.couplings import bridge_coupling
-from scjepa.tasks.bridge.spaces import latent_scale
+from scjepa.tasks.bridge.spaces import latent_scale, mmd_rbf, w2
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +46,17 @@ def _mean_metrics(pred: np.ndarray, truth: np.ndarray, weights: np.ndarray, gene
 
 
 def perturbation_transport(Z: np.ndarray, X, condition: np.ndarray, cell_type: np.ndarray | None,
-                           cfg: BridgeConfig) -> tuple[dict[str, float], dict[str, Any]]:
+                           cfg: BridgeConfig, R: np.ndarray | None = None) -> tuple[dict[str, float], dict[str, Any]]:
     """Control → perturbed transport in the latent, scored in gene space with CellOT's metrics.
 
     Z (n, d) latent, X (n, genes) log1p expression, ``condition`` / ``cell_type`` (n,) labels.
     Per condition and seed: fit on halves A (markers, mean shift, σ), couple ctrl_B with pert_A in
     the latent, predict ctrl_B's expression by barycentric projection, compare with pert_B; against
     the identity, mean-shift and observed baselines (protocol and metrics: docs/BRIDGE.md,
-    "Perturbation"). Returns (metrics averaged over conditions and seeds, details).
+    "Perturbation"). With ``R`` (n, d) reference-space coordinates, also CellOT's distribution
+    readouts there: W2 and RBF-MMD between predicted and held-out perturbed cells, per cell type
+    (``*_ct``) and for the population; the bridge's prediction for a ctrl_B cell is one pert_A cell drawn
+    from its row of the plan. Returns (metrics averaged over conditions and seeds, details).
     """
     condition = np.asarray(condition).astype(str)
     ctrl_all = np.flatnonzero(condition == cfg.control)
@@ -68,6 +71,7 @@ def perturbation_transport(Z: np.ndarray, X, condition: np.ndarray, cell_type: n
     k_top = int(min(cfg.top_genes, X.shape[1]))
     tag = f"top{cfg.top_genes}"
     rows: list[dict[str, float]] = []
+    row_seeds: list[int] = []
     chosen: dict[str, list[float]] = {}
     for cond in conds:
         pert_all = np.flatnonzero(condition == cond)
@@ -112,8 +116,25 @@ def perturbation_transport(Z: np.ndarray, X, condition: np.ndarray, cell_type: n
                     r2m, l2m = _mean_metrics(pred[sl], truth[sl], wts[sl], markers)
                     row[f"r2_means{level}{suffix}"], row[f"l2_means{level}{suffix}"] = r2, l2
                     row[f"r2_means{level}_{tag}{suffix}"], row[f"l2_means{level}_{tag}{suffix}"] = r2m, l2m
+            if R is not None:
+                rng_s = np.random.default_rng([int(seed), 5, sum(map(ord, cond))])
+                shift_r = R[pA].mean(axis=0) - R[cA].mean(axis=0)
+                cells = {"ot": R[pA][cp.sample_targets(rng_s)], "identity": R[cB], "meanshift": R[cB] + shift_r}
+                for name, pred in list(cells.items()) + [("observed", R[pA])]:
+                    suffix = "" if name == "ot" else f"_{name}"
+                    per = []
+                    for g, (_, gi, gt, go) in enumerate(groups):
+                        p_ = pred[go] if name == "observed" else pred[gi]
+                        t_ = R[pB][gt]
+                        per.append((w2(p_, t_), mmd_rbf(p_, t_)))
+                    row[f"w2_ref{suffix}"], row[f"mmd_ref{suffix}"] = per[0]
+                    if len(per) > 1:
+                        wt = wts[1:] / wts[1:].sum()
+                        row[f"w2_ref_ct{suffix}"] = float(sum(w * v[0] for w, v in zip(wt, per[1:])))
+                        row[f"mmd_ref_ct{suffix}"] = float(sum(w * v[1] for w, v in zip(wt, per[1:])))
             row["sigma"] = c
             rows.append(row)
+            row_seeds.append(int(seed))
             log.info("condition %s seed %d: sigma=%g r2_top=%.3f (identity %.3f, meanshift %.3f) l2_ct=%s",
                      cond, seed, c, row[f"r2_means_{tag}"], row[f"r2_means_{tag}_identity"],
                      row[f"r2_means_{tag}_meanshift"], row.get("l2_means_ct"))
@@ -121,6 +142,10 @@ def perturbation_transport(Z: np.ndarray, X, condition: np.ndarray, cell_type: n
         raise InputError("no perturbed condition has enough cells", column=cfg.condition_key)
     keys = sorted(set().union(*rows))
     m = {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}
+    for k in keys:  # sd over seeds of the condition-averaged value
+        per_seed = [np.mean([r[k] for r, s in zip(rows, row_seeds) if s == seed and k in r]) for seed in cfg.seeds
+                    if any(s == seed and k in r for r, s in zip(rows, row_seeds))]
+        m[k + "_sd"] = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0
     m["n_conditions"] = float(len(chosen))
     return m, {"sigma_per_condition": chosen, "latent_scale": scale, "markers": k_top}
 

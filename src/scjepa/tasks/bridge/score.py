@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
@@ -23,6 +23,7 @@ class BridgeResult:
     metrics: dict[str, float]
     config: dict[str, Any]
     samples: dict[str, np.ndarray]
+    unavailable: dict[str, str] = field(default_factory=dict)  # metric -> why the data has no truth for it
 
 
 def _subsample_groups(labels: np.ndarray, cap: int, seed: int) -> np.ndarray:
@@ -73,6 +74,7 @@ def score_timecourse(Z: np.ndarray, X, obs, cfg: BridgeConfig, *, path=None) -> 
     pooled = details["pooled_validation"]
     c_fate = min(pooled, key=pooled.get) if pooled else cfg.sigma_fallback
     fate = _column(obs, cfg.fate_key, path=path, required=False, allow_na=True)
+    unavailable: dict[str, str] = {}
     if fate is not None:
         last = np.asarray(fate)[sel][snaps[-1]]
         if any(v is None for v in last):
@@ -82,6 +84,8 @@ def score_timecourse(Z: np.ndarray, X, obs, cfg: BridgeConfig, *, path=None) -> 
         metrics.update(fm)
     else:
         couplings = [tc.coupling(k, k + 1, c_fate) for k in range(tc.K - 1)]
+        why = f"the dataset has no '{cfg.fate_key}' column"
+        unavailable = {name: why for name in FATE_METRICS}
 
     rng = np.random.default_rng([cfg.subsample_seed, 99])
     sig_abs = c_fate * tc.scale["latent"]
@@ -92,23 +96,63 @@ def score_timecourse(Z: np.ndarray, X, obs, cfg: BridgeConfig, *, path=None) -> 
     samples = {
         "kind": np.array("timecourse"),
         "points": np.concatenate([z[i] for z, i in zip(tc.Z, fig_idx)]).astype(np.float32),
+        "ref_points": np.concatenate([r[i] for r, i in zip(tc.R, fig_idx)]).astype(np.float32),
         "point_time": np.concatenate([np.full(len(i), v) for i, v in zip(fig_idx, times)]),
         "paths": paths.astype(np.float32),
         "path_time": path_time,
         "times": times.astype(np.float64),
         "sigma": np.array(float(c_fate)),
         "sigma_abs": np.array(float(sig_abs)),
-        "w1_ref_rel_mccann": np.array(metrics["w1_ref_rel_mccann"]),
+        "w1_bridge_rel_best_snapshot": np.array(metrics.get("w1_bridge_rel_best_snapshot", np.nan)),
     }
+    samples.update(_heldout_samples(tc, details, times, cfg, rng))
     config = cfg.as_dict()
     config.update(
         kind="timecourse", n_cells_used=int(sel.size), cells_per_time=counts,
-        latent_dim=int(Z.shape[1]), latent_scale=details["latent_scale"],
+        latent_dim=int(Z.shape[1]), latent_scale=details["latent_scale"], ref_scale=details["ref_scale"],
         sigma_selection={str(k): v for k, v in details["validation"].items()},
         sigma_how={str(k): r["how"] for k, r in details["per_time"].items()},
+        sigma_chosen={str(k): r["c"] for k, r in details["per_time"].items()},
+        sigma_chosen_expr_pcs={str(k): r["c_expr_pcs"] for k, r in details["per_time"].items()},
         sigma_fate=float(c_fate),
     )
-    return BridgeResult(metrics, config, samples)
+    return BridgeResult(metrics, config, samples, unavailable)
+
+
+#: fate metrics a time course without a fate column cannot have (marked "no truth" in the tables)
+FATE_METRICS = ("fate_accuracy", "fate_chance", "fate_brier", "fate_brier_chance", "fate_logloss",
+                "fate_logloss_chance")
+_BASELINES = ("prev", "next", "random", "exact_ot")
+
+
+def _heldout_samples(tc: TimeCourse, details, times, cfg: BridgeConfig, rng) -> dict[str, np.ndarray]:
+    """Reference-space points of each held-out time for Fig. 5: the truth, the bridge sample (first seed,
+    chosen σ) and the prediction of the baseline with the lowest mean W1 at that time."""
+    seed = cfg.seeds[0]
+    out: dict[str, list] = {"heldout_truth": [], "heldout_truth_time": [], "heldout_bridge": [],
+                            "heldout_bridge_time": [], "heldout_baseline": [], "heldout_baseline_time": []}
+    names, w1s = [], []
+    for k, rec in sorted(details["per_time"].items()):
+        a, b = k - 1, k + 1
+        best = min(_BASELINES, key=lambda e: float(np.mean(rec[e])))
+        names.append(best)
+        w1s.append([float(np.mean(rec["bridge"])), float(np.mean(rec[best]))])
+        bridge = tc.predict(a, k, b, rec["c"], seed, exclude=k)["ref"]
+        if best in ("prev", "next"):
+            base = tc.R[a if best == "prev" else b]
+        else:
+            base = tc.predict(a, k, b, None if best == "random" else 0.0, seed)["ref"]
+        for name, pts in (("truth", tc.R[k]), ("bridge", bridge), ("baseline", base)):
+            idx = rng.choice(len(pts), min(len(pts), cfg.figure_cells_per_time), replace=False)
+            out[f"heldout_{name}"].append(pts[idx])
+            out[f"heldout_{name}_time"].append(np.full(idx.size, times[k]))
+    res = {key: np.concatenate(v).astype(np.float32 if not key.endswith("_time") else np.float64)
+           for key, v in out.items()}
+    res["heldout_times"] = np.asarray([times[k] for k in sorted(details["per_time"])], np.float64)
+    res["heldout_baseline_name"] = np.array(names)
+    res["heldout_w1"] = np.asarray(w1s, np.float64)  # (n_heldout, 2): bridge, best baseline
+    res["heldout_sigma"] = np.asarray([r["c"] for _, r in sorted(details["per_time"].items())], np.float64)
+    return res
 
 
 def score_perturbation(Z: np.ndarray, X, obs, cfg: BridgeConfig, *, path=None, genes: np.ndarray | None = None
@@ -124,7 +168,8 @@ def score_perturbation(Z: np.ndarray, X, obs, cfg: BridgeConfig, *, path=None, g
 
     Xs = Xs.tocsr() if sp.issparse(Xs) else np.asarray(Xs)
     Zs = np.asarray(Z, np.float64)[sel]
-    m, details = perturbation_transport(Zs, Xs, cond[sel], None if ctype is None else np.asarray(ctype)[sel], cfg)
+    R = reference_space(Xs, cfg.reference_dims, cfg.whiten, cfg.subsample_seed)
+    m, details = perturbation_transport(Zs, Xs, cond[sel], None if ctype is None else np.asarray(ctype)[sel], cfg, R)
     # figure: control and every condition, paths control -> first condition
     rng = np.random.default_rng([cfg.subsample_seed, 98])
     cs = cond[sel]
