@@ -36,6 +36,20 @@ def balanced_weights(counts) -> np.ndarray:
     return w.astype(np.float32)
 
 
+def _sum_over_ranks(counts: np.ndarray) -> np.ndarray:
+    """Per-class counts summed over data-parallel ranks (the counts themselves with one process)."""
+    if rank_world()[1] == 1:
+        return counts
+    import torch.distributed as dist
+
+    dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    n = torch.tensor([len(counts)], device=dev)
+    dist.all_reduce(n, op=dist.ReduceOp.MAX)
+    t = torch.as_tensor(np.pad(counts, (0, int(n) - len(counts))).astype(np.int64), device=dev)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.cpu().numpy()
+
+
 class SupervisedModule(nn.Module):
     loss_terms = ("loss",)
 
@@ -85,6 +99,7 @@ class Supervised(TorchMethod):
                 c = np.bincount(y[y >= 0])
                 counts = np.pad(counts, (0, max(0, len(c) - len(counts))))
                 counts[: len(c)] += c
+            counts = _sum_over_ranks(counts)  # each data-parallel rank saw its part of every batch
         classes = getattr(train_loader, "classes", None)
         n = max(len(classes) if classes is not None else 0, len(counts))
         if n < 2:
