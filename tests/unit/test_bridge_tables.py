@@ -68,3 +68,9 @@ def test_perturbation_table_has_identity_mean_shift_and_observed_rows():
                                 "observed (other half of the perturbed cells; floor)"]
     assert [row[0].mean for row in t.cells] == [1.0, 2.0, 1.5, 0.5]
     assert t.cells[3][0].best  # the floor is lowest
+
+
+def test_rows_of_methods_that_do_not_serve_the_bridge_are_na_and_chance_has_an_accuracy():
+    ok = {"fate_accuracy": 0.8, "fate_chance": 0.5, "fate_brier": 0.3, "fate_brier_chance": 0.5}
+    t = table_bridge_fate([_rec("pca", "a", ok)], ["pca", "labels"], ["a"], na=[{"method": "labels"}])
+    assert t.cells[1][0].status == "n/a" and t.cells[2][0].mean == 0.5

@@ -14,7 +14,7 @@ import math
 import re
 from typing import Mapping, Sequence
 
-from scjepa.report.tables import NA, NO_TRUTH, Cell, Column, Table, _index
+from scjepa.report.tables import NA, NO_TRUTH, Cell, Column, Table, _index, _na_match
 
 #: baseline rows: (row id, label, metric prefix in the records)
 INTERPOLATION_BASELINES = (("baseline:prev", "previous snapshot", "w1_prev"),
@@ -61,7 +61,7 @@ def _mark_best(cells: list[list[Cell]], columns: Sequence[Column], digits: int, 
 
 
 def _build(name, methods, datasets, records, row_labels, dataset_labels, spec_cols, baselines, caption, notes,
-           digits, skip_best=()):
+           digits, skip_best=(), na=()):
     """spec_cols(dataset, ok_record) -> [(Column, method_metric, {baseline_id: metric or None})]."""
     idx = _index(records)
     cols: list[Column] = []
@@ -81,6 +81,9 @@ def _build(name, methods, datasets, records, row_labels, dataset_labels, spec_co
     for m in methods:
         line = []
         for d, mmetric, _, _ in per_col:
+            if _na_match(na, "bridge", m, d):  # the method does not serve the bridge (e.g. a control)
+                line.append(Cell(NA))
+                continue
             recs = idx.get(("bridge", m, d), [])
             rec = _ok(recs)
             line.append(_cell(rec, mmetric, _n_seeds(rec), [r.get("status") for r in recs]) if mmetric else Cell(NA))
@@ -95,7 +98,7 @@ def _build(name, methods, datasets, records, row_labels, dataset_labels, spec_co
     return Table(name, rows, labels, cols, cells, caption, digits, list(notes))
 
 
-def table_bridge_interpolation(records, methods, datasets, *, row_labels=None, dataset_labels=None, digits=3, **_):
+def table_bridge_interpolation(records, methods, datasets, *, row_labels=None, dataset_labels=None, digits=3, na=(), **_):
     def spec(d, rec):
         lab = str((dataset_labels or {}).get(d, d))
         ks = sorted({int(mt.group(1)) for k in ((rec or {}).get("metrics") or {})
@@ -123,15 +126,16 @@ def table_bridge_interpolation(records, methods, datasets, *, row_labels=None, d
              "n/a: not defined for that row."]
     return _build("table_bridge_interpolation", methods, datasets, records, row_labels, dataset_labels, spec,
                   INTERPOLATION_BASELINES, "Held-out time points: absolute W1 in the reference space (lower is better)",
-                  notes, digits, skip_best=())
+                  notes, digits, na=na)
 
 
-def table_bridge_fate(records, methods, datasets, *, row_labels=None, dataset_labels=None, digits=3, **_):
+def table_bridge_fate(records, methods, datasets, *, row_labels=None, dataset_labels=None, digits=3, na=(), **_):
     chance = (("baseline:chance", "chance (terminal class frequencies)", None),)
 
     def spec(d, rec):
         lab = str((dataset_labels or {}).get(d, d))
-        return [(Column("bridge", d, m, (lab, label), hib), m, {"baseline:chance": f"{m}_chance"})
+        chance_of = {"fate_accuracy": "fate_chance"}  # the others: <metric>_chance
+        return [(Column("bridge", d, m, (lab, label), hib), m, {"baseline:chance": chance_of.get(m, f"{m}_chance")})
                 for m, label, hib in FATE_METRICS]
 
     notes = ["Fate probabilities pulled back from the last time point through chained couplings in each latent, "
@@ -140,10 +144,10 @@ def table_bridge_fate(records, methods, datasets, *, row_labels=None, dataset_la
              "(accuracy) / the terminal class frequencies (Brier, log-loss). One deterministic value per record "
              "(no seeds). no truth: the dataset has no fate column."]
     return _build("table_bridge_fate", methods, datasets, records, row_labels, dataset_labels, spec, chance,
-                  "Fate prediction from chained couplings", notes, digits)
+                  "Fate prediction from chained couplings", notes, digits, na=na)
 
 
-def table_bridge_perturbation(records, methods, datasets, *, row_labels=None, dataset_labels=None, digits=3, **_):
+def table_bridge_perturbation(records, methods, datasets, *, row_labels=None, dataset_labels=None, digits=3, na=(), **_):
     def spec(d, rec):
         lab = str((dataset_labels or {}).get(d, d))
         return [(Column("bridge", d, m, (lab, label), hib), m, {b: f"{m}_{p}" for b, _, p in PERTURBATION_BASELINES})
@@ -155,7 +159,7 @@ def table_bridge_perturbation(records, methods, datasets, *, row_labels=None, da
              "cells), conditions and seeds; mean ± sd over seeds. Method rows: a coupling in the method's latent; "
              "the observed row is the noise floor. Best value per column in bold."]
     return _build("table_bridge_perturbation", methods, datasets, records, row_labels, dataset_labels, spec,
-                  PERTURBATION_BASELINES, "Perturbation transport: held-out readouts", notes, digits)
+                  PERTURBATION_BASELINES, "Perturbation transport: held-out readouts", notes, digits, na=na)
 
 
 RENDERERS = {"table_bridge_interpolation": table_bridge_interpolation, "table_bridge_fate": table_bridge_fate,
