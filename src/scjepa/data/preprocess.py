@@ -45,6 +45,7 @@ class PreprocessConfig:
     columns: Mapping[str, str | None] = field(default_factory=dict)  # standard name -> source column
     required: tuple[str, ...] = ("cell_type", "donor")
     keep_columns: tuple[str, ...] = ()  # extra source obs columns kept verbatim (ground truth, ...)
+    keep_obsm: tuple[str, ...] = ()  # source obsm arrays kept verbatim (e.g. a generator's true state X_true)
     gene_id_column: str | None = None  # var column with gene ids; None = var_names
     matrix: str = "X"  # where the source keeps its values: X, raw.X or layers/<name>
     dataset: str = ""
@@ -215,6 +216,20 @@ def _open_matrix(f: h5py.File, raw, matrix: str, path):
     return X, var
 
 
+def _kept_obsm(raw, cfg: PreprocessConfig, path) -> dict:
+    """The source's obsm arrays named in ``keep_obsm`` (one row per cell, in order), as float32."""
+    out = {}
+    for key in cfg.keep_obsm:
+        if key not in raw.obsm:
+            raise InputError(f"obsm '{key}' listed in keep_obsm is not in the source (obsm: {list(raw.obsm)})",
+                             path=path, key=f"datasets.{cfg.dataset}.keep_obsm")
+        arr = np.asarray(raw.obsm[key], dtype=np.float32)
+        if arr.ndim != 2 or arr.shape[0] != raw.n_obs:
+            raise InputError(f"obsm '{key}' has shape {arr.shape}, expected ({raw.n_obs}, d)", path=path)
+        out[key] = arr
+    return out
+
+
 def preprocess(
     raw_path: str | Path,
     gene_space: GeneSpace,
@@ -278,7 +293,7 @@ def preprocess(
         n_vars = len(gene_space.ids)
         with atomic_path(out_path) as tmp:
             # Write the small parts with anndata, then stream X / counts into on-disk CSR.
-            skeleton = ad.AnnData(obs=obs, var=var)
+            skeleton = ad.AnnData(obs=obs, var=var, obsm=_kept_obsm(raw, cfg, raw_path))
             skeleton.uns["provenance"] = provenance
             skeleton.uns["dataset"] = cfg.dataset
             skeleton.write_h5ad(tmp)
@@ -333,6 +348,7 @@ def preprocess_dataset(spec: Mapping, settings: Mapping, raw_path, provenance_pa
         columns=cols,
         required=tuple(sorted({c for r in roles for c in ROLE_COLUMNS[r]})),
         keep_columns=tuple(spec.get("keep_columns", [])),
+        keep_obsm=tuple(spec.get("keep_obsm") or []),
         gene_id_column=gene_id_column,
         matrix=prov.get("matrix", spec.get("matrix", "X")),  # a concatenation keeps its counts in X
         dataset=name,

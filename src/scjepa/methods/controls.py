@@ -14,6 +14,9 @@ kind                      role        embedding (N, dim) float32
                                       dataset, so it also transfers from a reference),
                                       plus Gaussian noise of typical length ``noise`` (sd noise/sqrt(dim) per
                                       dimension; centres are sqrt(2) apart): types separate, batches do not
+``true_state``            positive    the generator's own low-dimensional state ``obsm["X_true"]`` (synthetic data;
+                                      kept by the dataset option ``keep_obsm: [X_true]``), as is: the bridge's
+                                      ceiling, where the dynamics were generated
 ========================  ==========  =========================================================================
 
 Label-based controls read every cell's label, test cells included: that is what makes them a ceiling, and
@@ -33,9 +36,9 @@ from scjepa.errors import InputError
 
 log = logging.getLogger(__name__)
 
-KINDS = ("random", "unintegrated", "labels")
+KINDS = ("random", "unintegrated", "labels", "true_state")
 NEGATIVE, POSITIVE = "negative", "positive"
-ROLE = {"random": NEGATIVE, "unintegrated": NEGATIVE, "labels": POSITIVE}
+ROLE = {"random": NEGATIVE, "unintegrated": NEGATIVE, "labels": POSITIVE, "true_state": POSITIVE}
 
 
 def _rng(seed: int, dataset: str) -> np.random.Generator:
@@ -75,6 +78,12 @@ class Control:
         n, dim = adata.n_obs, int(self.dim)
         if self.kind == "random":
             return rng.standard_normal((n, dim)).astype(np.float32)
+        if self.kind == "true_state":
+            if "X_true" not in getattr(adata, "obsm", {}):
+                raise InputError("the true_state control needs obsm['X_true'] (a synthetic dataset with "
+                                 "keep_obsm: [X_true]); obsm has " + str(list(getattr(adata, "obsm", {}))),
+                                 path=path, key="obsm")
+            return np.asarray(adata.obsm["X_true"], dtype=np.float32)
         if self.kind == "unintegrated":
             from scjepa.methods.harmony import pca
 
