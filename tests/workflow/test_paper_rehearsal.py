@@ -21,6 +21,7 @@ import os
 import threading
 import time
 
+import anndata as ad
 import pytest
 import yaml
 
@@ -127,6 +128,8 @@ def test_rehearsal_runs_the_paper_config_to_every_table_and_figure(rehearsal):
         entry = report["datasets"][n]
         assert entry["leaking_cells"] == 0 and entry["n_test_cells"] > 0
         assert entry["n_test_donors_in_corpus"] == entry["n_test_donors"]  # test donors are corpus test donors
+    pbmc = ad.read_h5ad(work / "results/data/pbmc/processed.h5ad", backed="r")
+    assert (pbmc.obs["split"] == "excluded").sum() == 10  # the donor the corpus lacks is scored nowhere
     prov = json.loads((work / "resources/datasets/lung_integration/provenance.json").read_text())
     assert len(prov["parts"]) == LUNG_STUDIES
     rec = json.loads((work / "results/scores/zero_shot/scjepa/hlca.json").read_text())
