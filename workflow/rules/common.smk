@@ -459,6 +459,9 @@ def all_targets():
                 out += figure_files(fig.name)
     if torch_methods():
         out += figure_files("fig4_training_dynamics")
+    # the benchmark at a glance and what each method costs (rules report_summary, report_cost)
+    out += table_files("table_summary") + figure_files("fig_summary")
+    out += table_files("table_cost") + figure_files("fig_cost")
     return out
 
 

@@ -57,6 +57,8 @@ rule embed_method:
         method=NEVER,
     log:
         "logs/embed/{method}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/embed/{method}/{dataset}.tsv"
     threads: 1
     resources:
         mem_mb=mem(4000),

@@ -74,6 +74,7 @@ rule figure_spatial:
         methods=task_methods("spatial"),
         dataset="{dataset}",
         row_labels=method_labels(),
+        na=na_cells(),  # PCA's fine-tune bar reads n/a, as in Table 3
     log:
         "logs/report/figure_spatial_{dataset}.log",
     threads: 1
@@ -135,3 +136,139 @@ rule figure_bridge:
         ENV
     script:
         "../scripts/make_bridge_figure.py"
+
+
+# ---- the benchmark at a glance and what it costs (issue 19) ------------------------------------------
+
+
+def summary_tables():
+    """The tables the summary ranks: every registry table but the ablation (rows = scJEPA variants), each
+    with its task family and the params its own table rule gets."""
+    from scjepa.report.summary import family_of
+
+    out = []
+    for task in tasks_registry.REGISTRY.values():
+        for tab in task.tables:
+            if tab.rows != "ablation" and table_datasets(tab) and table_rows(tab):
+                out.append({"family": family_of(task.name), "params": table_params(tab)})
+    return out
+
+
+def summary_scores(wildcards=None):
+    paths = []
+    for task in tasks_registry.REGISTRY.values():
+        for tab in task.tables:
+            if tab.rows != "ablation" and table_datasets(tab) and table_rows(tab):
+                paths += [p for p in table_scores(tab) if p not in paths]
+    return paths
+
+
+def method_controls():
+    return {m: method_entry(m)["control"] for m in METHODS if method_entry(m)["control"]}
+
+
+def embedded_datasets(method):
+    """Datasets a method embeds: those of every task it serves that reads embeddings (fine-tuning reads the
+    model), with the dissociated references of the spatial datasets."""
+    out = []
+    for task in method_entry(method)["serves"]:
+        if task == "finetune":
+            continue
+        for d in eval_datasets(task):
+            for x in (d, DATASETS[d].get("reference") if task == "spatial" else None):
+                if x and x not in out:
+                    out.append(x)
+    return out
+
+
+COST_KINDS = {"encoder": "pretrained", "embedding": "pretrained", "per_dataset": "per dataset",
+              "control": "control"}
+
+
+def cost_methods():
+    """Per method: its benchmark files and logs (params, not inputs: a run from before a rule had a
+    benchmark reports 'not measured' instead of rerunning its jobs) and its GPU request."""
+    out = []
+    for m in METHODS:
+        e = method_entry(m)
+        kind = COST_KINDS[tasks_registry.family_kind(e["family"])]
+        ds = embedded_datasets(m)
+        out.append({"method": m, "label": e["label"], "kind": kind, "gpus": int(e["gpu"]),
+                    "device": config["training"]["device"], "control": e["control"] or None,
+                    "pretrain": f"results/benchmarks/pretrain/{m}.tsv" if kind == "pretrained" else None,
+                    "pretrain_log": f"logs/pretrain/{m}.log" if kind == "pretrained" else None,
+                    "embed": {d: f"results/benchmarks/embed/{m}/{d}.tsv" for d in ds},
+                    "embed_logs": {d: f"logs/embed/{m}/{d}.log" for d in ds}})
+    return out
+
+
+def cost_datasets():
+    return sorted({d for m in METHODS for d in embedded_datasets(m)})
+
+
+def all_score_paths(wildcards=None):
+    """Every score record a table reads: the cost rule runs after every job it measures."""
+    out = []
+    for tab in tasks_registry.tables():
+        if table_datasets(tab) and table_rows(tab):
+            out += [p for p in table_scores(tab) if p not in out]
+    return out
+
+
+rule report_summary:
+    """The summary: every method's rank in every readout of every table and per task family."""
+    input:
+        code=[library_file("scjepa.report.summary"), library_file("scjepa.report.tables")],
+        scores=summary_scores(),
+    output:
+        md=report("results/tables/table_summary.md", category="0 Summary", caption="../report/summary_table.rst"),
+        csv="results/tables/table_summary.csv",
+        tex="results/tables/table_summary.tex",
+        png=report("results/figures/fig_summary.png", category="0 Summary", caption="../report/summary.rst"),
+        pdf="results/figures/fig_summary.pdf",
+    params:
+        tables=summary_tables(),
+        methods=main_methods(),
+        row_labels=method_labels(),
+        controls=method_controls(),
+        style=config["report"]["style"],
+        dpi=config["report"]["dpi"],
+    log:
+        "logs/report/summary.log",
+    threads: 1
+    resources:
+        mem_mb=mem(2000),
+        runtime=runtime(10),
+    conda:
+        ENV
+    script:
+        "../scripts/make_summary.py"
+
+
+rule report_cost:
+    """Cost per method from the benchmark files: pretraining and embedding time, memory, GPU-seconds."""
+    input:
+        code=library_file("scjepa.report.cost"),
+        processed=[processed_path(d) for d in cost_datasets()],
+        scores=all_score_paths(),
+    output:
+        md=report("results/tables/table_cost.md", category="0 Summary", caption="../report/cost_table.rst"),
+        csv="results/tables/table_cost.csv",
+        tex="results/tables/table_cost.tex",
+        png=report("results/figures/fig_cost.png", category="0 Summary", caption="../report/cost.rst"),
+        pdf="results/figures/fig_cost.pdf",
+    params:
+        methods=cost_methods(),
+        datasets=cost_datasets(),
+        style=config["report"]["style"],
+        dpi=config["report"]["dpi"],
+    log:
+        "logs/report/cost.log",
+    threads: 1
+    resources:
+        mem_mb=mem(2000),
+        runtime=runtime(10),
+    conda:
+        ENV
+    script:
+        "../scripts/make_cost.py"

@@ -77,11 +77,11 @@ def _figure(w: float, h: float):
     return Figure(figsize=(w, h), layout="constrained")
 
 
-def _method_colors(methods: Sequence[str]) -> dict[str, tuple]:
-    from matplotlib import colormaps
+def _method_colors(methods: Sequence[str]) -> dict[str, str]:
+    """Each method's colour from the one palette (:mod:`scjepa.report.style`): the same in every figure."""
+    from scjepa.report.style import method_colors
 
-    cmap = colormaps["tab10" if len(methods) <= 10 else "tab20"]
-    return {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
+    return method_colors(methods)
 
 
 def save_figure(fig, *, png=None, pdf=None, dpi: int | None = None) -> None:
@@ -210,6 +210,7 @@ def fig3_spatial(
     pred_column: str | None = None,
     finetune_task: str = "finetune",
     row_labels: Mapping[str, str] | None = None,
+    na: Iterable = (),
     png=None,
     pdf=None,
 ):
@@ -219,6 +220,8 @@ def fig3_spatial(
     are added to the bars where present). ``predictions``: method -> predictions CSV (or
     DataFrame) written by :func:`scjepa.tasks.spatial.write_predictions`. ``pred_column``
     defaults to ``pred_transfer`` when ``select_metric`` is a transfer metric, else ``pred_knn``.
+    ``na``: the (task, method, dataset) entries of the tables (``scjepa.report.tables``): a bar a method
+    cannot have (PCA's fine-tuning) reads n/a, not failed.
     """
     import matplotlib
 
@@ -242,17 +245,35 @@ def fig3_spatial(
     ]
     best = max(scored)[1] if scored else None
     labels = {m: str((row_labels or {}).get(m, m)) for m in methods}
+    show = None
+    if best is not None and best in predictions:
+        df = predictions[best]
+        df = df if isinstance(df, pd.DataFrame) else read_predictions(df)
+        show = df[df[pred_column].astype(str) != ""] if pred_column in df else df.iloc[:0]
+    has_xy = bool(show is not None and len(show) and show[["x", "y"]].notna().all(axis=1).any())
+    # The tissue panels take the tissue's own shape (equal aspect, axes fitted to the data, no letterbox):
+    # the figure's height follows the tissue's height/width ratio, within readable bounds.
+    if has_xy:
+        xy = show[["x", "y"]].dropna()
+        dx, dy = float(np.ptp(xy["x"])) or 1.0, float(np.ptp(xy["y"])) or 1.0
+        ratio = float(np.clip(dy / dx, 0.3, 1.6))
+    else:
+        ratio = 0.8
+    panel_w = 3.0
+    panel_h = panel_w * ratio
+    n_types = len(set(show["cell_type"]) | set(show[pred_column])) if show is not None and len(show) else 0
+    legend_rows = math.ceil(n_types / 3) if n_types else 0
+    legend_h = 0.16 * legend_rows + 0.1 if legend_rows else 0.05
+    fig_h = max(panel_h + legend_h + 0.75, 3.0)
     with matplotlib.rc_context(_ACTIVE):
-        fig = _figure(10.0, 3.4)
-        gs = fig.add_gridspec(1, 3, width_ratios=[1, 1, 1.25])
-        ax_true, ax_pred, ax_bar = fig.add_subplot(gs[0]), fig.add_subplot(gs[1]), fig.add_subplot(gs[2])
-        if best is not None and best in predictions:
-            df = predictions[best]
-            df = df if isinstance(df, pd.DataFrame) else read_predictions(df)
-            show = df[df[pred_column].astype(str) != ""] if pred_column in df else df.iloc[:0]
+        fig = _figure(2 * panel_w + 3.6, fig_h)
+        gs = fig.add_gridspec(2, 3, width_ratios=[panel_w, panel_w, 3.3], height_ratios=[panel_h, legend_h])
+        ax_true, ax_pred = fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[0, 1])
+        ax_leg, ax_bar = fig.add_subplot(gs[1, 0:2]), fig.add_subplot(gs[:, 2])
+        ax_leg.set_axis_off()
+        if show is not None:
             colors = _type_colors(list(show["cell_type"]) + list(show[pred_column]))
             size = float(np.clip(2000.0 / max(len(show), 1), 0.5, 12))
-            has_xy = show[["x", "y"]].notna().all(axis=1).any() if len(show) else False
             for ax, col, title in (
                 (ax_true, "cell_type", "true cell type"),
                 (ax_pred, pred_column, f"predicted ({labels[best]})"),
@@ -261,36 +282,39 @@ def fig3_spatial(
                     ax.scatter(
                         show["x"], show["y"], c=[colors[t] for t in show[col]], s=size, linewidths=0, rasterized=True
                     )
-                    ax.set_aspect("equal", adjustable="datalim")
+                    pad_x, pad_y = 0.02 * dx, 0.02 * dy
+                    ax.set_xlim(float(xy["x"].min()) - pad_x, float(xy["x"].max()) + pad_x)
+                    ax.set_ylim(float(xy["y"].min()) - pad_y, float(xy["y"].max()) + pad_y)
+                    ax.set_aspect("equal", adjustable="box")  # the box shrinks to the tissue, not the data
                 else:
                     ax.text(0.5, 0.5, "no x/y coordinates", ha="center", va="center", transform=ax.transAxes)
                 ax.set_title(title)
                 ax.set_xticks([]), ax.set_yticks([])
+                for side in ("top", "right", "bottom", "left"):
+                    ax.spines[side].set_visible(True)
+                    ax.spines[side].set_linewidth(0.4)
             acc = float((show["cell_type"] == show[pred_column]).mean()) if len(show) else math.nan
-            ax_pred.set_xlabel(f"{pred_column}: accuracy {acc:.2f}")
+            ax_pred.set_xlabel(f"{'transfer' if pred_column == 'pred_transfer' else 'kNN'} accuracy {acc:.2f}")
             from matplotlib.lines import Line2D
 
             handles = [
                 Line2D([], [], marker="o", linestyle="", color=colors[t], label=t, markersize=4) for t in sorted(colors)
             ]
-            ax_true.legend(
-                handles=handles,
-                loc="upper left",
-                bbox_to_anchor=(0, -0.02),
-                ncol=min(4, len(handles)),
-                frameon=False,
-                fontsize=6,
-            )
+            # its own row under the two tissue panels: the legend covers no cells
+            ax_leg.legend(handles=handles, loc="upper center", ncol=min(3, len(handles)), frameon=False, fontsize=6,
+                          handletextpad=0.2, columnspacing=1.0, borderaxespad=0)
         else:
             for ax in (ax_true, ax_pred):
                 ax.text(0.5, 0.5, "no predictions", ha="center", va="center", transform=ax.transAxes)
                 ax.set_xticks([]), ax.set_yticks([])
-        _spatial_bars(ax_bar, records, methods, labels, dataset, finetune_task)
+        _spatial_bars(ax_bar, records, methods, labels, dataset, finetune_task, na=na)
     save_figure(fig, png=png, pdf=pdf)
     return fig
 
 
-def _spatial_bars(ax, records, methods, labels, dataset, finetune_task) -> None:
+def _spatial_bars(ax, records, methods, labels, dataset, finetune_task, na=()) -> None:
+    from scjepa.report.tables import _na_match
+
     groups = [
         ("spatial", "knn_macro_f1", "kNN (within)"),
         (finetune_task, "macro_f1", "fine-tune"),
@@ -305,34 +329,27 @@ def _spatial_bars(ax, records, methods, labels, dataset, finetune_task) -> None:
     width = 0.8 / len(present)
     from matplotlib import colormaps
 
-    cmap = colormaps["Set2"]
+    cmap = colormaps["Set2"]  # readouts, not methods: the x axis names the method
     for gi, (task, metric, name) in enumerate(present):
+        ax.bar(math.nan, 0, width, color=cmap(gi), edgecolor="k", linewidth=0.3, label=name)  # legend entry
         for x, m in enumerate(methods):
             recs = [r for r in records if r["task"] == task and r["method"] == m and r["dataset"] == dataset]
             vals = [float(r["metrics"][metric]) for r in recs if r["status"] == "ok" and metric in r["metrics"]]
             pos = x - 0.4 + width * (gi + 0.5)
             if vals:
                 sd = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
-                ax.bar(
-                    pos,
-                    float(np.mean(vals)),
-                    width,
-                    yerr=sd or None,
-                    color=cmap(gi),
-                    edgecolor="k",
-                    linewidth=0.3,
-                    label=name if x == 0 else None,
-                    capsize=1.5,
-                )
+                ax.bar(pos, float(np.mean(vals)), width, yerr=sd or None, color=cmap(gi), edgecolor="k",
+                       linewidth=0.3, capsize=1.5, error_kw={"linewidth": 0.6})
             else:
-                ax.text(pos, 0.02, _status_of(recs), rotation=90, ha="center", va="bottom", fontsize=6, color="0.4")
-                if x == 0:
-                    ax.bar(pos, 0, width, color=cmap(gi), label=name)
+                status = "n/a" if _na_match(na, task, m, dataset) else _status_of(recs)
+                ax.text(pos, 0.02, status, rotation=90, ha="center", va="bottom", fontsize=6, color="0.4")
     ax.set_xticks(range(len(methods)), [labels[m] for m in methods], rotation=45, ha="right")
-    ax.set_ylim(0, 1.05)
+    ax.set_xlim(-0.6, len(methods) - 0.4)
+    ax.set_ylim(0, 1.0)
     ax.set_ylabel("macro-F1")
-    ax.set_title("annotation per method")
-    ax.legend(frameon=False, loc="upper right")
+    # above the axes, under nothing: the legend never covers a bar
+    ax.legend(frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(present), borderaxespad=0.3,
+              handlelength=1.2, columnspacing=0.8)
     ax.grid(axis="y", linewidth=0.3, alpha=0.5)
 
 
@@ -457,7 +474,8 @@ def figure_rule(rule) -> None:
         if len(preds) != len(methods):
             raise ValueError(f"{len(preds)} predictions files for {len(methods)} methods; align them with params.methods")
         fig3_spatial(load_records(as_list(inp["scores"])), dict(zip(methods, preds)), methods, dataset=p["dataset"],
-                     select_metric=p.get("select_metric") or "transfer_macro_f1", row_labels=labels, **files)
+                     select_metric=p.get("select_metric") or "transfer_macro_f1", row_labels=labels,
+                     na=list(p.get("na") or []), **files)
     elif which == "training_dynamics":
         curves = as_list(inp["curves"])
         if len(curves) != len(methods):

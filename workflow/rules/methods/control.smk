@@ -18,6 +18,8 @@ rule embed_control:
         seed=config["seed"],
     log:
         "logs/embed/{method}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/embed/{method}/{dataset}.tsv"
     threads: 1
     resources:
         mem_mb=mem(4000),
