@@ -13,6 +13,10 @@ if not workflow.config_settings.configfiles:
     configfile: "config/config.yaml"
 
 
+# The HTML report (`snakemake --report`) opens on this page: what the run is and how to read it.
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 
 

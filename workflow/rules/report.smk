@@ -35,7 +35,7 @@ for _tab in tasks_registry.tables():
 rule figure_integration:
     """Fig. 2: scIB scores per method, boxplots over runs."""
     input:
-        code=library_file("scjepa.report.figures"),
+        code=[library_file("scjepa.report.figures"), library_file("scjepa.report.style")],
         scores=table_scores(table_spec("table_integration")),
     output:
         png=report("results/figures/fig2_integration.png", category="Figures", caption="../report/fig2.rst"),
@@ -61,7 +61,7 @@ rule figure_integration:
 rule figure_spatial:
     """Fig. 3: the tissue coloured by true and transferred cell types; F1 per method."""
     input:
-        code=library_file("scjepa.report.figures"),
+        code=[library_file("scjepa.report.figures"), library_file("scjepa.report.style")],
         scores=spatial_figure_scores,
         predictions=spatial_figure_predictions,
     output:
@@ -90,7 +90,7 @@ rule figure_spatial:
 rule figure_training_dynamics:
     """Fig. 4: each loss term and the val kNN macro-F1 against steps, per torch method."""
     input:
-        code=library_file("scjepa.report.figures"),
+        code=[library_file("scjepa.report.figures"), library_file("scjepa.report.style")],
         curves=curve_inputs(),
     output:
         png=report("results/figures/fig4_training_dynamics.png", category="Figures", caption="../report/fig4.rst"),
@@ -218,7 +218,8 @@ def all_score_paths(wildcards=None):
 rule report_summary:
     """The summary: every method's rank in every readout of every table and per task family."""
     input:
-        code=[library_file("scjepa.report.summary"), library_file("scjepa.report.tables")],
+        code=[library_file("scjepa.report.summary"), library_file("scjepa.report.tables"),
+              library_file("scjepa.report.style")],
         scores=summary_scores(),
     output:
         md=report("results/tables/table_summary.md", category="0 Summary", caption="../report/summary_table.rst"),
@@ -248,7 +249,7 @@ rule report_summary:
 rule report_cost:
     """Cost per method from the benchmark files: pretraining and embedding time, memory, GPU-seconds."""
     input:
-        code=library_file("scjepa.report.cost"),
+        code=[library_file("scjepa.report.cost"), library_file("scjepa.report.style")],
         processed=[processed_path(d) for d in cost_datasets()],
         scores=all_score_paths(),
     output:
@@ -272,3 +273,64 @@ rule report_cost:
         ENV
     script:
         "../scripts/make_cost.py"
+
+
+# ---- the report's landing page (workflow/report/workflow.rst, the Snakefile's `report:` directive) -----
+
+
+def _relative_to_workflow(path):
+    p = Path(path).resolve()
+    return str(p.relative_to(WORKFLOW_DIR)) if p.is_relative_to(WORKFLOW_DIR) else str(path)
+
+
+def run_info():
+    """What this run is, for the landing page's Jinja (``snakemake.config["report"]["run_info"]``): the config
+    files, software versions, the dates, and each torch method's training budget as it ran (steps from its
+    curve.csv, where the model exists). Cheap: package metadata and the last line of a few small files; it
+    enters no rule's params, so it never reruns a job."""
+    import datetime
+    import importlib.metadata as md
+    import platform
+
+    versions = {"python": platform.python_version()}
+    for pkg in ("scjepa", "snakemake", "torch", "numpy", "anndata", "scanpy", "scib-metrics", "scvi-tools",
+                "harmonypy", "POT", "matplotlib"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    budget = []
+    for m in torch_methods():
+        steps = None
+        curve = Path(model_dir(m)) / "curve.csv"
+        if curve.exists():
+            lines = curve.read_text().strip().splitlines()
+            head = lines[0].split(",") if lines else []
+            if "step" in head and len(lines) > 1:
+                try:
+                    steps = int(float(lines[-1].split(",")[head.index("step")]))
+                except ValueError:
+                    steps = None
+        hp = training_hparams(m)
+        budget.append({"method": method_entry(m)["label"], "epochs": hp.get("max_epochs"),
+                       "max_steps": hp.get("max_steps"), "batch_size": hp.get("batch_size"),
+                       "steps": steps if steps is not None else "not trained yet"})
+    tables = sorted(Path("results/tables").glob("*.md"))
+    newest = max((p.stat().st_mtime for p in tables), default=None)
+    fmt = "%Y-%m-%d %H:%M UTC"
+    return {
+        "configfiles": [_relative_to_workflow(f) for f in workflow.config_settings.configfiles] or ["config/config.yaml"],
+        "versions": versions,
+        "budget": budget,
+        "report_date": datetime.datetime.now(datetime.timezone.utc).strftime(fmt),
+        "results_date": datetime.datetime.fromtimestamp(newest, datetime.timezone.utc).strftime(fmt)
+        if newest else "no results yet",
+        "synthetic": all(DATASETS[d]["source"] == "synthetic" for d in DATASETS),
+        "controls": [f'{method_entry(m)["label"]} ({method_entry(m)["control"]})' for m in METHODS
+                     if method_entry(m)["control"]],
+        "methods": [method_entry(m)["label"] for m in main_methods() if not method_entry(m)["control"]],
+        "ablations": [method_entry(m)["label"] for m in METHODS if method_entry(m)["ablation_of"]],
+    }
+
+
+config["report"]["run_info"] = run_info()

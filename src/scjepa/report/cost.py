@@ -241,7 +241,7 @@ def fig_cost(rows: Sequence[CostRow], records: Sequence[Mapping], *, png=None, p
     (mean kNN macro-F1) against the total wall time, one point per method."""
     import matplotlib
 
-    from scjepa.report.figures import _ACTIVE, _figure, save_figure
+    from scjepa.report.figures import _ACTIVE, _figure, _major_log_labels, save_figure
     from scjepa.report.style import method_colors
 
     colors = method_colors([r.method for r in rows], {r.method: r.control for r in rows if r.control})
@@ -265,6 +265,7 @@ def fig_cost(rows: Sequence[CostRow], records: Sequence[Mapping], *, png=None, p
         ax_bar.set_yticks(y, [_label(r) for r in rows])
         ax_bar.invert_yaxis()
         ax_bar.set_xscale("log")
+        _major_log_labels(ax_bar.xaxis)
         ax_bar.set_xlabel("wall time (s, log)")
         ax_bar.set_title("cost: pretraining (solid) + embedding (hatched)")
         ax_bar.grid(axis="x", linewidth=0.3, alpha=0.5)
@@ -278,6 +279,7 @@ def fig_cost(rows: Sequence[CostRow], records: Sequence[Mapping], *, png=None, p
                           marker="s" if r.control else "o", label=_label(r))
         if pts:
             ax_sc.set_xscale("log")
+            _major_log_labels(ax_sc.xaxis)
             ax_sc.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=6,
                          handletextpad=0.3, borderaxespad=0)
         else:
