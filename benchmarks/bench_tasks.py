@@ -171,7 +171,7 @@ def warm_up(args) -> dict:
     splits = np.array(["train", "val", "test"])[np.arange(300) % 3]
     t = time.perf_counter()
     finetune(
-        Encoder(args.genes), expression(emb, args.genes), y, splits, config=FinetuneConfig(epochs=1, device=args.device)
+        Encoder(args.genes), expression(emb, args.genes), y, splits, config=FinetuneConfig(max_epochs=1, device=args.device)
     )
     return {"knn_and_probe_300_cells": sk, "finetune_300_cells_1_epoch": time.perf_counter() - t}
 
@@ -221,7 +221,7 @@ def run_size(n: int, args, prev: dict) -> dict:
         torch.manual_seed(0)
         t = time.perf_counter()
         res = finetune(
-            Encoder(args.genes), X, y, splits, seed=0, config=FinetuneConfig(epochs=args.epochs, device=args.device)
+            Encoder(args.genes), X, y, splits, seed=0, config=FinetuneConfig(max_epochs=args.epochs, device=args.device)
         )
         sec = time.perf_counter() - t
         train = res.metrics["train_seconds"]

@@ -7,6 +7,9 @@ import runpy
 from pathlib import Path
 from types import SimpleNamespace
 
+from scjepa.rule import Rule
+from scjepa.tasks.entries import finetune_rule
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -69,7 +72,7 @@ def test_finetuning_beats_the_frozen_encoder_knn(data):
     enc = Encoder(N_GENES)  # an untrained encoder: fine-tuning has to learn the types
     frozen = _frozen_knn(enc, data)
     result, cfg = finetune_dataset(
-        data, encoder=enc, init="pretrained", seed=0, config=FinetuneConfig(epochs=8, batch_size=128, device="cpu")
+        data, encoder=enc, init="pretrained", seed=0, config=FinetuneConfig(max_epochs=8, batch_size=128, device="cpu")
     )
     m = result.metrics
     assert m["macro_f1"] > frozen["knn_macro_f1"] + 0.05, (m["macro_f1"], frozen["knn_macro_f1"])
@@ -97,7 +100,7 @@ def test_patience_stops_early(data):
         encoder=Encoder(N_GENES, hidden=(32,), latent=8),
         init="random",
         seed=1,
-        config=FinetuneConfig(epochs=30, batch_size=64, lr=0.0, patience=2, device="cpu"),
+        config=FinetuneConfig(max_epochs=30, batch_size=64, lr=0.0, patience=2, device="cpu"),
     )
     # lr = 0: val never improves after epoch 1, so training stops at epoch 3.
     assert result.metrics["epochs_run"] == 3 and result.metrics["best_epoch"] == 1
@@ -108,14 +111,14 @@ def test_genes_are_aligned_by_id(data):
     genes = list(sub.var_names)
     model_genes = genes[::-1][: int(0.8 * len(genes))] + ["not_in_data_1", "not_in_data_2"]
     enc = Encoder(len(model_genes), hidden=(16,), latent=4)
-    result, _ = finetune_dataset(sub, encoder=enc, genes=model_genes, config=FinetuneConfig(epochs=1, device="cpu"))
+    result, _ = finetune_dataset(sub, encoder=enc, genes=model_genes, config=FinetuneConfig(max_epochs=1, device="cpu"))
     assert result.metrics["gene_coverage"] == pytest.approx((len(model_genes) - 2) / len(model_genes))
     with pytest.raises(InputError, match="my_dataset.h5ad"):
         finetune_dataset(
             sub,
             encoder=Encoder(5, hidden=(4,), latent=2),
             genes=[f"x{i}" for i in range(5)],
-            config=FinetuneConfig(epochs=1, device="cpu"),
+            config=FinetuneConfig(max_epochs=1, device="cpu"),
             path="my_dataset.h5ad",
         )
 
@@ -133,32 +136,22 @@ def test_method_without_encoder_is_not_applicable(monkeypatch, data, tmp_path):
     processed = tmp_path / "processed.h5ad"
     data[:50].copy().write_h5ad(processed)
     out = tmp_path / "ft" / "pca" / "d" / "0.json"
-    smk = SimpleNamespace(
-        input=SimpleNamespace(processed=str(processed), model=str(tmp_path)),
-        output=SimpleNamespace(score=str(out)),
-        params=SimpleNamespace(finetune={"epochs": 1}),
-        wildcards=SimpleNamespace(method="pca", dataset="d", seed="0"),
-        log=[],
-    )
-    runpy.run_path(str(SCRIPTS / "score_finetune.py"), init_globals={"snakemake": smk})
+    finetune_rule(Rule(input={"processed": str(processed), "model": str(tmp_path)}, output={"scores": [str(out)]},
+                       params={"finetune": {"max_epochs": 1}, "init": "pretrained", "seeds": [0]},
+                       wildcards={"method": "pca", "dataset": "d"}))
     rec = json.loads(out.read_text())
     assert rec["status"] == "n/a" and rec["seed"] == 0 and rec["metrics"] == {}
 
 
 def test_script_records_failures_only_when_asked(tmp_path):
     out = tmp_path / "x.json"
-    base = dict(
-        input=SimpleNamespace(processed=str(tmp_path / "missing.h5ad")),
-        output=SimpleNamespace(score=str(out)),
-        wildcards=SimpleNamespace(method="supervised", dataset="d", seed="1"),
-        log=[],
-    )
+    base = dict(input={"processed": str(tmp_path / "missing.h5ad")}, output={"scores": [str(out)]},
+                wildcards={"method": "supervised", "dataset": "d"})
+    params = {"init": "random", "finetune": {}, "seeds": [1]}
     with pytest.raises(InputError, match="missing.h5ad"):
-        smk = SimpleNamespace(params=SimpleNamespace(init="random"), **base)
-        runpy.run_path(str(SCRIPTS / "score_finetune.py"), init_globals={"snakemake": smk})
+        finetune_rule(Rule(params=params, **base))
     assert not out.exists()
-    smk = SimpleNamespace(params=SimpleNamespace(init="random", record_failures=True), **base)
-    runpy.run_path(str(SCRIPTS / "score_finetune.py"), init_globals={"snakemake": smk})
+    finetune_rule(Rule(params={**params, "record_failures": True}, **base))
     rec = json.loads(out.read_text())
     assert rec["status"] == "failed" and "missing.h5ad" in rec["config"]["error"]
 
@@ -180,13 +173,11 @@ def test_script_fine_tunes_every_seed_of_a_job_as_separate_jobs_would(data, tmp_
     def job(seeds, outdir):
         out = SimpleNamespace(scores=[str(outdir / f"{s}.json") for s in seeds],
                               histories=[str(outdir / f"{s}.history.csv") for s in seeds])
-        if len(seeds) == 1:  # the single-seed interface
-            out = SimpleNamespace(score=out.scores[0], history=out.histories[0])
-        params = {"finetune": {"epochs": 2}, **({"seeds": seeds} if len(seeds) > 1 else {"seed": seeds[0]})}
+        params = {"finetune": {"max_epochs": 2}, "init": "pretrained", "seeds": seeds}
         smk = SimpleNamespace(input=SimpleNamespace(processed=str(processed), model=str(model)), output=out,
                               params=SimpleNamespace(**params),
                               wildcards=SimpleNamespace(method="mae", dataset="d"), log=[], threads=1)
-        runpy.run_path(str(SCRIPTS / "score_finetune.py"), init_globals={"snakemake": smk})
+        runpy.run_path(str(SCRIPTS / "score_finetune.py"), init_globals={"snakemake": smk})  # the script as Snakemake runs it
 
     job([0, 1], tmp_path / "together")
     for s in (0, 1):
@@ -204,13 +195,10 @@ def test_script_fine_tunes_every_seed_of_a_job_as_separate_jobs_would(data, tmp_
 
 
 def test_script_refuses_seeds_and_outputs_of_other_lengths_before_any_run(tmp_path):
-    smk = SimpleNamespace(
-        input=SimpleNamespace(processed=str(tmp_path / "never_read.h5ad")),
-        output=SimpleNamespace(scores=[str(tmp_path / "0.json")], histories=[str(tmp_path / "0.csv")]),
-        params=SimpleNamespace(seeds=[0, 1], init="random"),
-        wildcards=SimpleNamespace(method="supervised", dataset="d"),
-        log=[],
-    )
+    rule = Rule(input={"processed": str(tmp_path / "never_read.h5ad")},
+                output={"scores": [str(tmp_path / "0.json")], "histories": [str(tmp_path / "0.csv")]},
+                params={"seeds": [0, 1], "init": "random", "finetune": {}},
+                wildcards={"method": "supervised", "dataset": "d"})
     with pytest.raises(ValueError, match="output.scores"):
-        runpy.run_path(str(SCRIPTS / "score_finetune.py"), init_globals={"snakemake": smk})
+        finetune_rule(rule)
     assert list(tmp_path.iterdir()) == []

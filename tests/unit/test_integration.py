@@ -102,9 +102,9 @@ def test_script_writes_one_record_per_run(tmp_path, scores):
     out = tmp_path / "integration" / "truth" / "d" / "2.json"
     smk = SimpleNamespace(
         input=SimpleNamespace(emb=str(tmp_path / "emb.h5ad"), processed=str(tmp_path / "processed.h5ad")),
-        output=SimpleNamespace(score=str(out)),
-        params=SimpleNamespace(integration={"kbet_per_label": False, "n_pcs": 20, "subsample": 1.0}),
-        wildcards=SimpleNamespace(method="truth", dataset="d", seed="2"),
+        output=SimpleNamespace(scores=[str(out)]),
+        params=SimpleNamespace(integration={"kbet_per_label": False, "n_pcs": 20, "subsample": 1.0}, seeds=[2]),
+        wildcards=SimpleNamespace(method="truth", dataset="d"),
         log=[],
     )
     runpy.run_path(str(SCRIPTS / "score_integration.py"), init_globals={"snakemake": smk})
@@ -131,7 +131,7 @@ def test_script_does_several_runs_in_one_job(tmp_path, monkeypatch):
     smk = SimpleNamespace(
         input=SimpleNamespace(emb=str(tmp_path / "emb.h5ad"), processed=str(tmp_path / "processed.h5ad")),
         output=SimpleNamespace(scores=[str(o) for o in outs]),
-        params=SimpleNamespace(seeds=[0, 1, 2]),
+        params=SimpleNamespace(seeds=[0, 1, 2], integration={}),
         wildcards=SimpleNamespace(method="truth", dataset="d"),
         log=[],
     )

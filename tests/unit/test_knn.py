@@ -157,9 +157,9 @@ def test_score_zero_shot_script_writes_contract_record(tmp_path):
     out = tmp_path / "scores" / "zero_shot" / "m" / "d.json"
     smk = _fake_snakemake(
         tmp_path,
-        input={"emb": str(emb)},
+        input={"emb": str(emb), "processed": str(emb)},
         output={"score": str(out)},
-        params={"k": 5},
+        params={"k": 5, "reference_split": "train", "query_split": "test", "probe": True, "seed": 0},
         wildcards={"method": "m", "dataset": "d"},
     )
     runpy.run_path(str(SCRIPTS / "score_zero_shot.py"), init_globals={"snakemake": smk})
@@ -231,9 +231,11 @@ def test_score_spatial_script(tmp_path):
     out = tmp_path / "spatial" / "m" / "sp.json"
     smk = _fake_snakemake(
         tmp_path,
-        input={"emb": str(tmp_path / "spatial.h5ad"), "ref_emb": str(tmp_path / "ref.h5ad")},
+        input={"emb": str(tmp_path / "spatial.h5ad"), "ref_emb": str(tmp_path / "ref.h5ad"),
+               "processed": str(tmp_path / "spatial.h5ad"), "ref_processed": str(tmp_path / "ref.h5ad")},
         output={"score": str(out), "predictions": str(tmp_path / "sp.predictions.csv")},
-        params={"reference": "dissociated"},
+        params={"reference": "dissociated", "k": 5, "reference_split": "train", "query_split": "test",
+                "probe": True, "seed": 0},
         wildcards={"method": "m", "dataset": "sp"},
     )
     runpy.run_path(str(SCRIPTS / "score_spatial.py"), init_globals={"snakemake": smk})

@@ -252,14 +252,13 @@ def method_hparams(wildcards):
 
 
 def finetune_params(wildcards):
-    ft = config["tasks"]["finetune"]
-    return {"epochs": ft["max_epochs"], "lr": ft["lr"], "weight_decay": ft["weight_decay"],
-            "batch_size": ft["batch_size"], "device": config["training"]["device"]}
+    """tasks.finetune (every key but the seeds, one job runs them all) and the training device."""
+    ft = {k: v for k, v in config["tasks"]["finetune"].items() if k != "seeds"}
+    return {**ft, "device": config["training"]["device"]}
 
 
 def integration_params(wildcards):
-    it = config["tasks"]["integration"]
-    return {"subsample": it["subsample"], "kbet_per_label": it["kbet_per_label"]}
+    return {k: v for k, v in config["tasks"]["integration"].items() if k != "runs"}
 
 
 def spatial_reference(wildcards):

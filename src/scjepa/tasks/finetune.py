@@ -40,7 +40,7 @@ INITS = ("pretrained", "random")
 class FinetuneConfig:
     """Hyper-parameters of one fine-tuning run (defaults: the paper's / ssl_in_scg's)."""
 
-    epochs: int = 20
+    max_epochs: int = 20  # tasks.finetune.max_epochs
     batch_size: int = 256
     lr: float = 9e-4
     weight_decay: float = 0.05
@@ -180,7 +180,7 @@ def finetune(
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
     since_best = 0
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(1, cfg.max_epochs + 1):
         model.train()
         order = rng.permutation(len(y_tr))
         total, n_seen = 0.0, 0
@@ -212,7 +212,7 @@ def finetune(
                 break
     train_seconds = time.perf_counter() - t0
     if best[2] is None:
-        raise ValueError("fine-tuning ran no epoch (epochs must be >= 1)")
+        raise ValueError("fine-tuning ran no epoch (max_epochs must be >= 1)")
     model.load_state_dict(best[2])
     test_pred = classes[predict_codes(model, X[np.flatnonzero(te)], batch_size=cfg.eval_batch_size, device=device)]
     metrics = score_annotation(labels[te], test_pred)

@@ -16,6 +16,9 @@ rule score_spatial:
         reference=spatial_reference,
         hierarchy=hierarchy_params,
         k=config["tasks"]["spatial"]["k"],
+        reference_split=config["tasks"]["zero_shot"]["reference_split"],
+        query_split=config["tasks"]["zero_shot"]["query_split"],
+        probe=config["tasks"]["zero_shot"]["linear_probe"],
         seed=config["seed"],
     log:
         "logs/score_spatial/{method}/{dataset}.log",

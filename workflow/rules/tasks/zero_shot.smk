@@ -14,7 +14,7 @@ rule score_zero_shot:
         score="results/scores/zero_shot/{method}/{dataset}.json",
     params:
         k=config["tasks"]["zero_shot"]["k"],
-        ref_split=config["tasks"]["zero_shot"]["reference_split"],
+        reference_split=config["tasks"]["zero_shot"]["reference_split"],
         query_split=config["tasks"]["zero_shot"]["query_split"],
         probe=config["tasks"]["zero_shot"]["linear_probe"],
         hierarchy=hierarchy_params,
