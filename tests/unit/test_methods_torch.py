@@ -168,9 +168,52 @@ def test_bad_hyperparameters_name_the_key(bad):
         ScJEPA(**bad)
 
 
-def test_defaults_are_the_papers():
+class _Fixed(torch.nn.Module):
+    """Returns a fixed tensor whatever its input: embeddings / reconstructions chosen by hand."""
+
+    def __init__(self, value):
+        super().__init__()
+        self.value = value
+
+    def forward(self, _):
+        return self.value
+
+
+def test_l_sim_sum_is_eq4_by_hand():
+    """Eq. 4 with sim_reduction="sum": mean over cells and local views of ||z_n - z_n^(v)||^2 (sum over dims)."""
+    hp = ScJEPAHParams(hidden=(8,), latent=2, n_local_views=2, sigreg_directions=4, projection_head=False,
+                       gamma_recon=0.0, sim_reduction="sum")
+    m = ScJEPAModule(N_GENES, hp)
+    # (G + V) x N x K = 3 views x 2 cells x 2 dims: global [[0,0],[1,1]], view 1 [[1,0],[1,1]], view 2 [[0,2],[3,1]]
+    z = torch.tensor([[0., 0.], [1., 1.], [1., 0.], [1., 1.], [0., 2.], [3., 1.]])
+    m.encoder = _Fixed(z)
+    out = m.training_step({"x": torch.rand(2, N_GENES)}, torch.Generator().manual_seed(0))
+    # squared distances: view 1: 1, 0; view 2: 4, 4 -> mean over 4 (cell, view) pairs = 9 / 4
+    assert out["sim"].item() == pytest.approx(9 / 4)
+    m.hp.sim_reduction = "mean"  # our former reduction: the same over K = 2 dims
+    assert m.training_step({"x": torch.rand(2, N_GENES)}, torch.Generator())["sim"].item() == pytest.approx(9 / 8)
+
+
+def test_l_recon_sum_is_eq8_by_hand():
+    """Eq. 8 with recon_reduction="sum": mean_n ||x_n - xhat_n||^2 of the global view + the mean over local views
+    of the same, every view reconstructing the UNMASKED x."""
+    hp = ScJEPAHParams(hidden=(8,), latent=2, n_local_views=2, sigreg_directions=4, lejepa=False,
+                       recon_reduction="sum")
+    m = ScJEPAModule(3, hp)
+    x = torch.tensor([[1., 0., 2.], [0., 0., 0.]])
+    xhat = torch.cat([x, x + 1.0, x - 2.0])  # global exact; view 1 off by 1 per gene; view 2 off by 2
+    m.decoder = _Fixed(xhat)
+    out = m.training_step({"x": x}, torch.Generator().manual_seed(0))
+    # global: 0; view 1: ||1||^2 over 3 genes = 3 per cell; view 2: 4 * 3 = 12 per cell -> 0 + (3 + 12) / 2
+    assert out["recon"].item() == pytest.approx(7.5)
+    assert out["loss"].item() == pytest.approx(hp.gamma_recon * 7.5)
+
+
+def test_defaults_are_the_papers_where_it_fixes_them():
     hp = ScJEPAHParams()
-    assert (hp.n_local_views, hp.mask_rate, hp.lambda_sigreg, hp.gamma_recon) == (8, 0.5, 0.05, 1.0)
+    assert (hp.n_local_views, hp.mask_rate) == (8, 0.5)
+    # The paper gives neither lambda nor gamma: 0.05 is LeJEPA's lambda and gamma = 1 is ours (config/README.md)
+    assert (hp.lambda_sigreg, hp.gamma_recon) == (0.05, 1.0)
     assert (hp.sigreg_directions, hp.sigreg_points, hp.sigreg_t_max, hp.sigreg_window) == (256, 17, 5.0, "paper")
     assert (hp.hidden, hp.latent, hp.dropout) == ((512, 512, 256, 256), 64, 0.1)
     assert (hp.lr, hp.weight_decay, hp.lr_gamma) == (1e-3, 0.05, 0.9)
