@@ -103,3 +103,7 @@ def test_cost_rule_lists_every_method_and_control(tmp_path):
         assert f"| {label} |" in md and f"\n{label}," in csv, label
     assert "| scJEPA | pretrained | 100.0 | 80.0 | 206.0 | 900 | 3.00 | 500 | 106.0 | 2/2 |" in md
     assert open(out["png"], "rb").read(4) == b"\x89PNG" and open(out["pdf"], "rb").read(4) == b"%PDF"
+    from PIL import Image
+
+    with Image.open(out["png"]) as im:
+        assert im.info["text_overlaps"] == "0"

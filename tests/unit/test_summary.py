@@ -108,6 +108,10 @@ def test_every_method_and_control_appears_in_every_output(tmp_path):
     assert "| **1** |" in md
     assert len(s.readouts) == 4 + 3  # kNN macro/micro, fine-tune macro/micro; bio, batch, total
     assert open(out["png"], "rb").read(4) == b"\x89PNG" and open(out["pdf"], "rb").read(4) == b"%PDF"
+    from PIL import Image
+
+    with Image.open(out["png"]) as im:  # no text of the figure runs into another (scjepa.report.style)
+        assert im.info["text_overlaps"] == "0"
 
 
 def test_not_scores_and_empty_columns_are_left_out():

@@ -13,7 +13,8 @@ from wfhelpers import ROOT, TINY, snakemake
 pytestmark = pytest.mark.slow
 
 TABLES = ["table1_in_distribution", "table2_out_of_distribution", "table3_spatial", "table4_ablation",
-          "table_integration", "table_bridge_interpolation", "table_bridge_fate", "table_bridge_perturbation"]
+          "table_integration", "table_bridge_interpolation", "table_bridge_fate", "table_bridge_perturbation",
+          "table_summary", "table_cost"]
 
 
 def test_every_table_and_figure_is_written(tiny_run):
@@ -23,7 +24,8 @@ def test_every_table_and_figure_is_written(tiny_run):
             assert f.exists() and f.stat().st_size > 0, f
     figs = {p.name for p in (tiny_run / "results" / "figures").iterdir()}
     for name in ("fig2_integration.png", "fig3_spatial_spatial_layers.png", "fig4_training_dynamics.png",
-                 "fig5_bridge_timecourse_branching.png"):
+                 "fig5_bridge_timecourse_branching.png", "fig_summary.png", "fig_summary.pdf", "fig_cost.png",
+                 "fig_cost.pdf"):
         assert name in figs
 
 
@@ -76,5 +78,24 @@ def test_html_report_contains_every_table_and_figure(tiny_run):
     snakemake("-d", tiny_run, "--configfile", TINY, "--report", report, cwd=ROOT)
     html = report.read_text(errors="replace")
     for name in ("fig2_integration.png", "fig3_spatial_spatial_layers.png", "fig4_training_dynamics.png",
-                 "fig5_bridge_timecourse_branching.png", "table1_in_distribution.md", "table4_ablation.md"):
+                 "fig5_bridge_timecourse_branching.png", "table1_in_distribution.md", "table4_ablation.md",
+                 "fig_summary.png", "table_summary.md", "fig_cost.png", "table_cost.md"):
         assert name in html, name
+    # the landing page (workflow/report/workflow.rst) renders without reST errors and says what the run is
+    assert "How to read the tables" in html and "Training budget" in html and "System Message" not in html
+
+
+def test_summary_and_cost_list_every_method_and_control(tiny_run):
+    summary = pd.read_csv(tiny_run / "results" / "tables" / "table_summary.csv")
+    cost = pd.read_csv(tiny_run / "results" / "tables" / "table_cost.csv")
+    main = ["PCA", "scJEPA", "scMAE", "scBT", "Supervised", "scVI", "Harmony"]
+    controls = ["Random (neg. control)", "Unintegrated PCs (neg. control)", "Labels + noise (pos. control)"]
+    assert list(summary["method"]) == main + controls  # controls last, marked
+    assert set(main + controls + ["w/o reconstruction"]) == set(cost["method"])
+    # every readout of Table 1 is a summary column, and its rank-1 cell is Table 1's bold value
+    t1 = (tiny_run / "results" / "tables" / "table1_in_distribution.md").read_text()
+    assert "annotation / id_new_donors / kNN / macro-F1" in summary.columns and "**" in t1
+    assert (summary["annotation / id_new_donors / kNN / macro-F1"] == "1").sum() >= 1
+    # the default run embeds on the CPU: GPU-seconds are n/a, every embedding job has a benchmark file
+    assert set(cost["GPU (s)"]) == {"n/a"}
+    assert all(str(v).split("/")[0] == str(v).split("/")[1] for v in cost["datasets embedded"])

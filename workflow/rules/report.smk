@@ -219,7 +219,7 @@ rule report_summary:
     """The summary: every method's rank in every readout of every table and per task family."""
     input:
         code=[library_file("scjepa.report.summary"), library_file("scjepa.report.tables"),
-              library_file("scjepa.report.style")],
+              library_file("scjepa.report.figures"), library_file("scjepa.report.style")],
         scores=summary_scores(),
     output:
         md=report("results/tables/table_summary.md", category="0 Summary", caption="../report/summary_table.rst"),
@@ -249,7 +249,8 @@ rule report_summary:
 rule report_cost:
     """Cost per method from the benchmark files: pretraining and embedding time, memory, GPU-seconds."""
     input:
-        code=[library_file("scjepa.report.cost"), library_file("scjepa.report.style")],
+        code=[library_file("scjepa.report.cost"), library_file("scjepa.report.figures"),
+              library_file("scjepa.report.style")],
         processed=[processed_path(d) for d in cost_datasets()],
         scores=all_score_paths(),
     output:

@@ -246,7 +246,7 @@ def fig_cost(rows: Sequence[CostRow], records: Sequence[Mapping], *, png=None, p
 
     colors = method_colors([r.method for r in rows], {r.method: r.control for r in rows if r.control})
     with matplotlib.rc_context(_ACTIVE):
-        fig = _figure(7.2, 0.9 + 0.24 * max(len(rows), 4))
+        fig = _figure(7.6, 1.1 + 0.24 * max(len(rows), 4))
         ax_bar, ax_sc = fig.subplots(1, 2, width_ratios=[1.1, 1])
         y = list(range(len(rows)))
         for i, r in enumerate(rows):
@@ -265,10 +265,10 @@ def fig_cost(rows: Sequence[CostRow], records: Sequence[Mapping], *, png=None, p
         ax_bar.set_yticks(y, [_label(r) for r in rows])
         ax_bar.invert_yaxis()
         ax_bar.set_xscale("log")
-        _major_log_labels(ax_bar.xaxis)
         ax_bar.set_xlabel("wall time (s, log)")
-        ax_bar.set_title("cost: pretraining (solid) + embedding (hatched)")
+        ax_bar.set_title("wall time per method\nsolid: pretraining, hatched: embedding")
         ax_bar.grid(axis="x", linewidth=0.3, alpha=0.5)
+        _major_log_labels(ax_bar.xaxis)
         pts = []
         for r in rows:
             score = annotation_score(records, r.method)

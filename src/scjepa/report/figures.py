@@ -365,12 +365,22 @@ def _spatial_bars(ax, records, methods, labels, dataset, finetune_task, na=()) -
 
 
 def _major_log_labels(axis) -> None:
-    """Label a log axis at its decades only: matplotlib's minor labels (3x10^-2, 6x10^0) run into each other
-    and into the neighbouring axis's labels on a short axis."""
-    from matplotlib.ticker import LogFormatterSciNotation, NullFormatter
+    """Readable labels on a log axis (call after plotting): plain numbers at 1, 2 and 5 of each decade when the
+    axis spans under two decades (one decade label alone does not tell a reader where 30 s is), the decades
+    only when it spans more. matplotlib's default minor labels (3x10^-2, 6x10^0) run into each other and into
+    the neighbouring axis's labels on a short axis."""
+    import math as _m
 
+    from matplotlib.ticker import FuncFormatter, LogFormatterSciNotation, LogLocator, NullFormatter
+
+    lo, hi = sorted(axis.get_view_interval())
     axis.set_minor_formatter(NullFormatter())
-    axis.set_major_formatter(LogFormatterSciNotation())
+    if lo > 0 and _m.log10(hi / lo) < 2:
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    else:
+        axis.set_major_formatter(LogFormatterSciNotation())
+
 
 CURVE_FIXED = ("step", "epoch", "val_knn_macro_f1")
 

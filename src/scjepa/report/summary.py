@@ -294,7 +294,7 @@ def fig_summary(s: Summary, *, png=None, pdf=None):
     def ypos(i):
         return i + (gap_row if i >= n_methods else 0.0)
 
-    cell_in = 0.30
+    cell_in = 0.33  # inches per cell: 7 pt labels stay legible at 100 % zoom
     with matplotlib.rc_context(_ACTIVE):
         fig = _figure(1.9 + cell_in * width_units, 2.6 + cell_in * (n_rows + gap_row))
         ax = fig.add_subplot(111)
@@ -326,7 +326,7 @@ def fig_summary(s: Summary, *, png=None, pdf=None):
                 ax.add_patch(Rectangle((x0, y), w, 0.94, facecolor=face, edgecolor="none"))
                 dark = ok and (0.12 + 0.8 * t) > 0.55
                 bold = ok and not s.is_control(i) and text == "1"
-                fs = 6.5 if ok and kind == "readout" else (7.5 if kind == "family" else 4.6)
+                fs = 7 if ok and kind == "readout" else (8 if kind == "family" else 5.5)
                 ax.text(x0 + w / 2, y + 0.47, text, ha="center", va="center", fontsize=fs,
                         color="white" if dark else ("0.2" if ok else "0.45"),
                         fontweight="bold" if bold or (kind == "family" and ok and not s.is_control(i)) else "normal",
@@ -343,7 +343,7 @@ def fig_summary(s: Summary, *, png=None, pdf=None):
                 lab.set_fontstyle("italic")
         ax.set_xticks([x0 + (1.15 if kind == "family" else 0.94) / 2 for kind, _, x0 in cols],
                       [("rank (" + OVERALL + ")") if kind == "family" else _short_label(s.readouts[idx])
-                       for kind, idx, _ in cols], rotation=90, fontsize=6)
+                       for kind, idx, _ in cols], rotation=90, fontsize=7)
         for tick, (kind, _, _) in zip(ax.get_xticklabels(), cols):
             if kind == "family":
                 tick.set_fontweight("bold")
@@ -358,10 +358,14 @@ def fig_summary(s: Summary, *, png=None, pdf=None):
             ax.text((a + b) / 2, ybot + 0.45, fam, ha="center", va="top", fontsize=8, fontweight="bold",
                     clip_on=False)
         ax.set_ylim(ybot + 1.2, -0.1)
-        fig.text(0.01, 0.005, "Cells: rank among the methods (1 = best), colour = score within the readout "
-                 "(darker = better). Family column: rank by mean rank. Controls (grey, italic): "
-                 "the rank they would take, in parentheses.", fontsize=6, color="0.3", ha="left", va="bottom",
-                 wrap=True)
+        # the key under the figure, wrapped to its width by hand: a supxlabel is laid out by the constrained
+        # layout (it never runs into the family names), matplotlib's own wrap is not measured by it
+        import textwrap
+
+        width_in = fig.get_figwidth()
+        note = ("Cells: rank among the methods (1 = best), colour = score within the readout (darker = better). "
+                "Family column: rank by mean rank. Controls (grey, italic): the rank they would take, in parentheses.")
+        fig.supxlabel("\n".join(textwrap.wrap(note, max(40, int(width_in * 72 / 3.6)))), fontsize=7, color="0.3")
     save_figure(fig, png=png, pdf=pdf)
     return fig
 
