@@ -87,14 +87,16 @@ def run_one(n: int, sigma: float, max_eval_cells: int) -> dict:
     cfg = B.BridgeConfig.from_dict({"sigmas": [sigma], "sigma_default": sigma, "seeds": [0],
                                     "max_eval_cells": max_eval_cells, "max_cells_per_time": n})
     tc = B.TimeCourse(Z, R, np.arange(3.0), cfg)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     m, _ = B.leave_one_timepoint_out(tc)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     sb = tc.coupling(0, 2, sigma)
     mc = tc.coupling(0, 2, 0.0, "latent")
     return {
         "cells_per_snapshot": n,
         "seconds": round(wall, 2),
+        "cpu_seconds": round(cpu, 2),  # all threads of the process: the measure that survives a loaded machine
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "rss_before_eval_mb": round(rss_data, 1),
         "sb_path": "dense" if sb.dense else f"mini-batch ({len(sb.blocks)} x ~{int(np.ceil(n / len(sb.blocks)))})",
@@ -142,7 +144,8 @@ def main(argv=None) -> int:
         row["status"] = "ok"
         row["process_seconds"] = round(time.perf_counter() - t0, 1)
         rows.append(row)
-        print(f"n={n}: {row['seconds']} s, peak {row['peak_rss_mb']} MB", file=sys.stderr, flush=True)
+        print(f"n={n}: {row['seconds']} s wall, {row['cpu_seconds']} s CPU, peak {row['peak_rss_mb']} MB, load "
+              f"{row['load_average']}", file=sys.stderr, flush=True)
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     result = {
