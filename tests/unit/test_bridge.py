@@ -204,6 +204,14 @@ def test_leave_one_out_selects_sigma_without_the_held_out_time():
     assert all(math.isfinite(v) for v in m.values())
 
 
+def test_the_reference_row_can_be_switched_off():
+    X = _drift_snapshots(n=60)
+    cfg = B.BridgeConfig.from_dict({"sigmas": [0.0, 0.1], "seeds": [0], "reference_row": False})
+    m, details = B.leave_one_timepoint_out(B.TimeCourse(X, X, np.arange(5.0), cfg))
+    assert "w1_expr_pcs" not in m and "sigma_expr_pcs" not in m and "w1_bridge" in m
+    json.dumps(details["validation"], allow_nan=False)
+
+
 def test_three_snapshots_fall_back_to_the_default_sigma():
     X = _drift_snapshots(n=80, K=3)
     cfg = B.BridgeConfig.from_dict({"sigmas": [0.0, 0.1], "sigma_default": 0.1, "seeds": [0]})

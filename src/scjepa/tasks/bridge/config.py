@@ -14,6 +14,7 @@ class BridgeConfig:
     """Every knob of the bridge benchmark; ``from_dict`` rejects unknown keys by name."""
 
     sigmas: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.5)  # σ grid, units of the latent scale ŝ
+    reference_row: bool = True  # the bridge in the reference space itself ("expression PCs" row; same in every job)
     select_on: str = "energy"  # validation statistic σ is chosen on: "energy" (unbiased energy distance) or "w1"
     sigma_default: float | None = None  # used when no validation triple exists (None: grid median)
     seeds: tuple[int, ...] = (0, 1, 2)  # bridge-sampling seeds (and perturbation splits)

@@ -238,13 +238,16 @@ def leave_one_timepoint_out(tc: TimeCourse) -> tuple[dict[str, float], dict[str,
         a, b = k - 1, k + 1
         order, how, val = select_sigma(tc, k, "latent")
         c, how, bridge = _test(tc, k, order, how, "latent")
-        order_r, how_r, val_r = select_sigma(tc, k, "ref")
-        c_r, how_r, expr = _test(tc, k, order_r, how_r, "ref")
+        if cfg.reference_row:
+            order_r, how_r, val_r = select_sigma(tc, k, "ref")
+            c_r, how_r, expr = _test(tc, k, order_r, how_r, "ref")
+        else:  # switched off (tasks.bridge.reference_row): the row is n/a, NaNs are dropped from the metrics
+            c_r, how_r, val_r, expr = None, "off", {}, [float("nan")] * len(seeds)
         for cc, v in val["scores"].items():
             if v is not None:
                 pooled.setdefault(float(cc), []).append(v)
         rec = {
-            "c": float(c), "how": how, "c_expr_pcs": float(c_r), "how_expr_pcs": how_r,
+            "c": float(c), "how": how, "c_expr_pcs": None if c_r is None else float(c_r), "how_expr_pcs": how_r,
             "bridge": bridge, "expr_pcs": expr,
             "exact_ot": [tc.score(a, k, b, 0.0, s) for s in seeds],
             "random": [tc.score(a, k, b, None, s) for s in seeds],
@@ -255,9 +258,9 @@ def leave_one_timepoint_out(tc: TimeCourse) -> tuple[dict[str, float], dict[str,
             "latent_next": [tc.snapshot_score(b, k, s, "latent") for s in seeds],
         }
         per_time[k] = rec
-        validation[k] = dict(val, chosen=float(c), expr_pcs=dict(val_r, chosen=float(c_r)))
+        validation[k] = dict(val, chosen=float(c), expr_pcs=dict(val_r, chosen=None if c_r is None else float(c_r)))
         log.info("held-out t%d: sigma=%g (%s) W1 bridge %.4g | exact OT %.4g random %.4g prev %.4g next %.4g | "
-                 "expression PCs %.4g (sigma %g)", k, c, how, np.mean(bridge), np.mean(rec["exact_ot"]),
+                 "expression PCs %.4g (sigma %s)", k, c, how, np.mean(bridge), np.mean(rec["exact_ot"]),
                  np.mean(rec["random"]), np.mean(rec["prev"]), np.mean(rec["next"]), np.mean(expr), c_r)
 
     ks = sorted(per_time)
@@ -283,13 +286,15 @@ def leave_one_timepoint_out(tc: TimeCourse) -> tuple[dict[str, float], dict[str,
         put("w1_latent_bridge", arr["latent_bridge"])
         put("w1_latent_best_snapshot", lbest)
         put("w1_latent_rel_best_snapshot", {k: arr["latent_bridge"][k] / lbest[k] for k in ks})  # skill in the latent
-    m = {k: v for k, v in m.items() if np.isfinite(v)}  # a ratio to 0 is left out, not written as inf/nan
+    m = {k: v for k, v in m.items() if np.isfinite(v)}  # a ratio to 0 (or a row switched off) is left out
     m["sigma"] = float(np.mean([per_time[k]["c"] for k in ks]))
     m["sigma_abs"] = float(np.mean([per_time[k]["c"] * tc.scale["latent"] for k in ks]))
-    m["sigma_expr_pcs"] = float(np.mean([per_time[k]["c_expr_pcs"] for k in ks]))
     for k in ks:
         m[f"sigma_t{k}"] = float(per_time[k]["c"])
-        m[f"sigma_expr_pcs_t{k}"] = float(per_time[k]["c_expr_pcs"])
+        if cfg.reference_row:
+            m[f"sigma_expr_pcs_t{k}"] = float(per_time[k]["c_expr_pcs"])
+    if cfg.reference_row:
+        m["sigma_expr_pcs"] = float(np.mean([per_time[k]["c_expr_pcs"] for k in ks]))
     m["n_heldout_times"] = float(len(ks))
     pooled_mean = {c: float(np.mean(v)) for c, v in pooled.items() if v}
     details = {"per_time": per_time, "validation": validation, "pooled_validation": pooled_mean,
