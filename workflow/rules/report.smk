@@ -168,16 +168,20 @@ def method_controls():
 
 
 def embedded_datasets(method):
-    """Datasets a method embeds: those of every task it serves that reads embeddings (fine-tuning reads the
-    model), with the dissociated references of the spatial datasets."""
+    """Datasets the run embeds with a method: those of every table it is a row of, for each task of the table
+    that reads embeddings (fine-tuning reads the model), with the spatial datasets' dissociated references --
+    the same (method, dataset) pairs as the score records the tables read (``table_scores``)."""
     out = []
-    for task in method_entry(method)["serves"]:
-        if task == "finetune":
+    for tab in tasks_registry.tables():
+        if method not in table_rows(tab):
             continue
-        for d in eval_datasets(task):
-            for x in (d, DATASETS[d].get("reference") if task == "spatial" else None):
-                if x and x not in out:
-                    out.append(x)
+        for task in tab.reads:
+            if task == "finetune" or task not in method_entry(method)["serves"]:
+                continue
+            for d in table_datasets(tab):
+                for x in (d, DATASETS[d].get("reference") if task == "spatial" else None):
+                    if x and x not in out:
+                        out.append(x)
     return out
 
 
