@@ -240,6 +240,8 @@ rule report_summary:
         dpi=config["report"]["dpi"],
     log:
         "logs/report/summary.log",
+    benchmark:
+        "results/benchmarks/report/summary.tsv"
     threads: 1
     resources:
         mem_mb=mem(2000),
@@ -270,6 +272,8 @@ rule report_cost:
         dpi=config["report"]["dpi"],
     log:
         "logs/report/cost.log",
+    benchmark:
+        "results/benchmarks/report/cost.tsv"
     threads: 1
     resources:
         mem_mb=mem(2000),
