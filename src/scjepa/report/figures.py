@@ -281,7 +281,7 @@ def fig3_spatial(
         ax_leg.set_axis_off()
         if show is not None:
             colors = _type_colors(list(show["cell_type"]) + list(show[pred_column]))
-            size = float(np.clip(2000.0 / max(len(show), 1), 0.5, 12))
+            size = float(np.clip(5000.0 / max(len(show), 1), 1.0, 12))  # cells still visible at 100 % zoom
             for ax, col, title in (
                 (ax_true, "cell_type", "true cell type"),
                 (ax_pred, pred_column, f"predicted ({labels[best]})"),
