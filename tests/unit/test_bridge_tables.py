@@ -40,7 +40,7 @@ def test_interpolation_table_has_method_and_baseline_rows_with_absolute_w1():
     assert t.cells[2][0].status == "n/a"
     prev = t.cells[3]
     assert prev[2].mean == 1.0 and prev[4].status == "n/a" and prev[5].status == "n/a"
-    assert t.cells[6][5].mean == 0.05  # the expression-PC row's own σ
+    assert t.cells[6][5].mean == 0.05 and not any(row[5].best for row in t.cells)  # the row's own σ, never bold
     assert not t.cells[6][2].best and t.cells[6][2].mean == 0.7
     md = to_markdown(t)
     assert "0.600 ± 0.020" in md and "previous snapshot" in md

@@ -49,7 +49,7 @@ def _n_seeds(rec: Mapping | None) -> int:
 
 def _mark_best(cells: list[list[Cell]], columns: Sequence[Column], digits: int, skip: Sequence[int] = ()) -> None:
     for j, col in enumerate(columns):
-        if j in skip:
+        if j in skip or col.metric.startswith("sigma"):  # σ is a readout, not a score: never bold
             continue
         vals = [round(line[j].mean, digits) for line in cells if line[j].status == "ok"]
         if not vals:
