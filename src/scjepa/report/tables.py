@@ -579,11 +579,12 @@ def mark_controls(table: Table, controls: Mapping[str, str] | None) -> Table:
                         for k, i in enumerate(order)]
     table.cells = [table.cells[i] for i in order]
     for j, col in enumerate(table.columns):
+        ranked = any(line[j].best for line in table.cells)  # a column its renderer left unranked stays so
         for line in table.cells:
             line[j].best = False
         vals = [round(line[j].mean, table.digits) for r, line in zip(table.rows, table.cells)
                 if line[j].status == "ok" and r not in controls]
-        if not vals:
+        if not vals or not ranked:
             continue
         best = max(vals) if col.higher_is_better else min(vals)
         for r, line in zip(table.rows, table.cells):
