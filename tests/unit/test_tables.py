@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from scjepa.report import render as R
 from scjepa.report import tables as T
 from scjepa.contracts import score_record, write_score
 
@@ -143,11 +144,11 @@ def test_render_rule_after_failure_says_so(tmp_path):
     out = dict(md=str(tmp_path / "t.md"), csv=str(tmp_path / "t.csv"), tex=None)
     params = dict(table="table1_in_distribution", k=7, methods=METHODS, datasets=["pbmc"], seeds=[0, 1, 2],
                   na=None, row_labels=None, dataset_labels=None, digits=None, probe=None)
-    t = T.render_rule(dict(scores=paths + [str(tmp_path / "gone.json")]), params, out, after_failure=True)
-    assert T.KEEP_GOING_NOTE in t.notes and "--keep-going" in Path(out["md"]).read_text()
+    t = R.render_rule(dict(scores=paths + [str(tmp_path / "gone.json")]), params, out, after_failure=True)
+    assert R.KEEP_GOING_NOTE in t.notes and "--keep-going" in Path(out["md"]).read_text()
     assert "kNN (k = 7)" in t.caption  # the caption says the k the run used
     assert not (tmp_path / "t.tex").exists()
-    T.render_rule(dict(scores=paths), params, out)
+    R.render_rule(dict(scores=paths), params, out)
     assert "--keep-going" not in Path(out["md"]).read_text()
     with pytest.raises(ValueError, match="params.table"):
-        T.render_rule(dict(scores=paths), {**params, "table": "nope"}, out)
+        R.render_rule(dict(scores=paths), {**params, "table": "nope"}, out)

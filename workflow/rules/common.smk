@@ -393,7 +393,7 @@ def table_scores(tab):
 
 
 def table_params(tab):
-    """The table rule's params (the keys ``scjepa.report.tables.render_rule`` reads)."""
+    """The table rule's params (the keys ``scjepa.report.render.render_rule`` reads)."""
     params = {"table": tab.renderer, "methods": table_rows(tab), "datasets": table_datasets(tab), "na": na_cells(),
               "row_labels": method_labels()}
     controls = {m: method_entry(m)["control"] for m in params["methods"] if method_entry(m)["control"]}
@@ -485,7 +485,7 @@ def write_tables_after_failure():
     import logging
     import os
 
-    from scjepa.report.tables import render_rule
+    from scjepa.report.render import render_rule
     from scjepa.rule import as_dict
 
     if not workflow.execution_settings.keep_going or workflow.dag is None:

@@ -11,7 +11,7 @@ for _tab in tasks_registry.tables():
         name:
             _tab.rule
         input:
-            code=[library_file("scjepa.report.tables")] + (
+            code=[library_file("scjepa.report.tables"), library_file("scjepa.report.render")] + (
                 [library_file("scjepa.report.bridge_tables")] if _tab.renderer.startswith("table_bridge_") else []),
             scores=table_scores(_tab),
         output:

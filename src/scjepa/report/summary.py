@@ -2,7 +2,7 @@
 
 Data-driven from the task registry's tables: the summary rule hands this module each table's params (the
 ones its ``table_*`` rule gets) and every score record; each table is rebuilt by the same library code
-(:func:`scjepa.report.tables.render_rule`, nothing written), so a new task's table appears here without an
+(:func:`scjepa.report.render.render_rule`, nothing written), so a new task's table appears here without an
 edit. Every numeric column of every table is a readout, except the columns of :data:`NOT_SCORES` (a chosen
 hyper-parameter such as the bridge's σ is not better when smaller). The ablation table is left out: its
 rows are scJEPA variants, not methods, and its columns repeat Table 1's.
@@ -382,7 +382,7 @@ def summary_rule(rule) -> Summary:
     ``params.style``, ``params.dpi``, ``params.caption``. Outputs: ``md``, ``csv``, ``tex``, ``png``, ``pdf``.
     """
     from scjepa.report.figures import set_style
-    from scjepa.report.tables import render_rule
+    from scjepa.report.render import render_rule
 
     scores = rule.input["scores"]
     scores = [scores] if isinstance(scores, str) else list(scores)

@@ -493,73 +493,6 @@ def write_table(table: Table, *, md=None, csv=None, tex=None) -> None:
         write_text(to_latex(table), tex)
 
 
-# --------------------------------------------------------------------------- rule entry point
-
-TABLES = ("table1_in_distribution", "table2_out_of_distribution", "table3_spatial", "table4_ablation",
-          "table_integration", "generic", "table_bridge_interpolation", "table_bridge_fate", "table_bridge_perturbation")
-KEEP_GOING_NOTE = (
-    "Written after failed jobs (--keep-going): 'failed' cells have no score record; see logs/ for the failing "
-    "rule. The next run rebuilds this table."
-)
-
-
-def render_rule(inputs: Mapping, params: Mapping, outputs: Mapping, *, after_failure: bool = False) -> Table:
-    """Build and write one table from a table rule's ``input``/``params``/``output`` (plain mappings).
-
-    Used by :func:`table_rule` (a normal job) and by the workflow's ``onerror`` handler under
-    ``--keep-going`` (``after_failure=True``: missing records render ``failed`` and the table says it was
-    written after failures). The params are those ``workflow/rules/common.smk``'s ``table_params`` gives.
-    """
-    paths = inputs["scores"]
-    paths = [paths] if isinstance(paths, str) else list(paths)
-    records = load_records(paths)
-    which = params["table"]
-    methods, datasets = list(params["methods"]), list(params["datasets"])
-    common = dict(
-        na=list(params.get("na") or []),
-        seeds=params.get("seeds"),
-        row_labels=params.get("row_labels"),
-        dataset_labels=params.get("dataset_labels"),
-        digits=int(params.get("digits") or 3),
-    )
-    probe = bool(params.get("probe", False))
-    hier = {"hierarchy": True} if params.get("hierarchy") else {}  # only when switched on
-    if which in ("table1_in_distribution", "table2_out_of_distribution", "table4_ablation"):
-        table = globals()[which](records, methods, datasets, probe=probe, k=int(params["k"]), **common, **hier)
-    elif which == "table3_spatial":
-        table = globals()[which](records, methods, datasets, **common, **hier)
-    elif which == "table_integration":
-        table = globals()[which](records, methods, datasets, **common)
-    elif which.startswith("table_bridge_"):  # scjepa.report.bridge_tables: method + baseline rows
-        from scjepa.report.bridge_tables import RENDERERS
-
-        table = RENDERERS[which](records, methods, datasets, **common)
-    elif which == "generic":
-        table = make_table(
-            records,
-            methods,
-            datasets,
-            params["metric"],
-            task=params["task"],
-            name=params["name"],
-            caption=params.get("caption") or "",
-            na=common["na"],
-            higher_is_better=bool(params["higher_is_better"]),
-            metric_label=params.get("metric_label"),
-            row_labels=common["row_labels"],
-            col_labels=common["dataset_labels"],
-            expected_seeds=common["seeds"],
-            digits=common["digits"],
-        )
-    else:
-        raise ValueError(f"params.table must be one of {TABLES}, got {which!r}")
-    mark_controls(table, params.get("controls"))
-    if after_failure:
-        table.notes.append(KEEP_GOING_NOTE)
-    write_table(table, md=outputs.get("md"), csv=outputs.get("csv"), tex=outputs.get("tex"))
-    return table
-
-
 CONTROL_MARK = {"negative": "neg. control", "positive": "pos. control"}
 CONTROL_NOTE = ("Controls, marked and never bold: a negative control is a floor (a random embedding; for integration "
                 "the dataset's unintegrated expression PCs), a positive one a ceiling (the true cell types plus noise).")
@@ -592,8 +525,3 @@ def mark_controls(table: Table, controls: Mapping[str, str] | None) -> Table:
                 line[j].best = True
     table.notes.insert(1, CONTROL_NOTE)
     return table
-
-
-def table_rule(rule) -> Table:
-    """The ``table_*`` rules' entry point (``scjepa.rule.run``)."""
-    return render_rule(rule.input, rule.params, rule.output)
