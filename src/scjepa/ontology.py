@@ -396,3 +396,23 @@ def write_synthetic_ontology(dest: str | os.PathLike, *, n_types: int = 16,
 __all__ = ["Ontology", "SCTAB_RELATIONS", "MISSING_POLICIES", "HIER_METRICS", "Hierarchy", "load_hierarchy",
            "load_obo", "hierarchy_correct", "score_hierarchical", "label_ids_from_obs", "write_obo",
            "write_synthetic_ontology"]
+
+
+def ontology_rule(rule) -> dict:
+    """Rules ``fetch_cell_ontology`` / ``write_synthetic_ontology``: the OBO file (``output.obo``) of
+    hierarchy-corrected F1 and its provenance (``output.provenance``)."""
+    import logging
+
+    from scjepa.io import write_json
+
+    if rule.params["kind"] == "cell_ontology":
+        from scjepa.data.sources import fetch_cell_ontology
+
+        record = fetch_cell_ontology(rule.output["obo"], version=rule.wildcards["version"])
+    else:
+        ids = write_synthetic_ontology(rule.output["obo"], n_types=int(rule.params["n_types"]))
+        record = {"source": "synthetic", "origin": "scjepa.ontology.write_synthetic_ontology",
+                  "n_types": int(rule.params["n_types"]), "n_terms": len(ids)}
+    logging.getLogger(__name__).info("ontology: %s", record)
+    write_json(record, rule.output["provenance"])
+    return record

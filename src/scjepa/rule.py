@@ -24,6 +24,7 @@ class Rule:
     wildcards: Mapping[str, str] = field(default_factory=dict)
     log: str | None = None
     threads: int = 1
+    resources: Mapping[str, Any] = field(default_factory=dict)
 
     def method_dataset(self) -> tuple[str, str]:
         """(method, dataset) of a per-method, per-dataset rule: from its wildcards or params."""
@@ -60,6 +61,7 @@ def from_snakemake(smk) -> Rule:
         wildcards=dict(as_dict(getattr(smk, "wildcards", None))),
         log=str(log[0]) if log else None,
         threads=int(getattr(smk, "threads", 1) or 1),
+        resources=as_dict(getattr(smk, "resources", None)),
     )
 
 

@@ -164,3 +164,23 @@ def _show(key: str) -> str:
 
 __all__ = ["EXCLUDED", "SPLIT_CATEGORIES", "UNMATCHED", "TRAINING_SPLITS", "read_obs_columns", "donor_keys",
            "split_table", "splits_from", "check_leakage"]
+
+
+def leakage_rule(rule) -> dict:
+    """Rule ``check_leakage``: no evaluation test donor of ``input.datasets`` (``params.names``) is a train/val
+    donor of ``input.corpus``, matching donors on ``params.by``; the report goes to ``output.report``."""
+    import logging
+
+    from scjepa.io import write_json
+
+    p, on = rule.params, list(rule.params["by"])
+    corpus, datasets = rule.input["corpus"], rule.input["datasets"]
+    datasets = [datasets] if isinstance(datasets, str) else list(datasets)
+    corpus_obs = read_obs_columns(corpus, [*on, "split"], key=f"datasets.{p['corpus']}.keep_columns")
+    paths = {p["corpus"]: corpus, **dict(zip(p["names"], datasets))}
+    evaluation = {n: read_obs_columns(f, [*on, "split"], key=f"datasets.{n}.keep_columns")
+                  for n, f in zip(p["names"], datasets)}
+    report = check_leakage(corpus_obs, evaluation, on, corpus=p["corpus"], paths=paths)
+    logging.getLogger(__name__).info("no leak: %s", report)
+    write_json(report, rule.output["report"])
+    return report

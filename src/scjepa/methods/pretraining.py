@@ -122,3 +122,22 @@ def pretrain(hparams: dict, store_dir, val_h5ad, out_dir, seed: int, method_name
     if not (work / CHECKPOINT).exists():
         shutil.rmtree(work, ignore_errors=True)
     return method
+
+
+def pretrain_rule(rule) -> None:
+    """Rule ``pretrain_<family>``: fit the method on the corpus' store and write its model directory; with
+    ``resources.gpu`` > 1 a torch method trains on that many data-parallel ranks started by torchrun."""
+    from scjepa.methods.registry import get_family
+
+    kwargs = dict(hparams=dict(rule.params["hparams"]), store_dir=str(rule.input["store"]),
+                  val_h5ad=rule.input.get("val"), out_dir=str(rule.output["model"]), seed=int(rule.params["seed"]),
+                  method_name=rule.params["method"], num_threads=rule.threads)
+    gpus = int(rule.resources.get("gpu", 0) or 0)
+    if gpus > 1 and getattr(get_family(kwargs["hparams"]["family"]), "is_torch", False):
+        from scjepa.methods.distributed import launch
+
+        log.info("pretraining on %d data-parallel ranks (torchrun, DistributedDataParallel)", gpus)
+        launch(gpus, kwargs)
+    else:
+        pretrain(**kwargs)
+    log.info("wrote %s", rule.output["model"])

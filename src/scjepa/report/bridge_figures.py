@@ -225,3 +225,27 @@ def plot_bridge_heldout(samples_files: Mapping[str, str | os.PathLike], out_png=
     if out_png or out_pdf:
         save_figure(fig, png=out_png, pdf=out_pdf)
     return fig
+
+
+def bridge_figure_rule(rule) -> None:
+    """Rule ``figure_bridge``: Fig. 5 from the samples of ``input.samples`` (aligned with ``params.methods``):
+    held-out snapshots in the shared reference space for time courses, control -> perturbed paths for
+    perturbation screens."""
+    import numpy as np
+
+    from scjepa.report.figures import set_style
+
+    set_style(rule.params.get("style"), rule.params.get("dpi"))
+    samples = rule.input["samples"]
+    samples = [samples] if isinstance(samples, str) else list(samples)
+    labels = rule.params.get("row_labels") or {}
+    files = {labels.get(m, m): p for m, p in zip(rule.params["methods"], samples)}
+    kinds = set()
+    for p in samples:
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                kinds.add(str(z["kind"]) if "kind" in z.files else "timecourse")
+        except Exception:  # a missing or failed method's samples: drawn as such by the plot
+            pass
+    plot = plot_bridge_paths if kinds == {"perturbation"} else plot_bridge_heldout
+    plot(files, rule.output["png"], rule.output["pdf"])
