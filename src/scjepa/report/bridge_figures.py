@@ -119,7 +119,7 @@ def plot_bridge_paths(samples_files: Mapping[str, str | os.PathLike], out_png=No
                 ax.scatter(proj[:, -1, 0], proj[:, -1, 1], s=5, c="0.1", linewidths=0, zorder=4)
             sig = d.get("sigma")
             if sig is not None and np.ndim(sig) == 0:
-                ax.text(0.02, 0.98, f"σ = {float(sig):g}·ŝ", transform=ax.transAxes, ha="left", va="top", fontsize=6.5,
+                ax.text(0.02, 0.98, f"noise σ = {float(sig):g} × latent spread", transform=ax.transAxes, ha="left", va="top", fontsize=6.5,
                         color="0.25")
             ax.set_xlabel(f"latent PC 1 ({100 * frac[0]:.0f}%)")
             ax.set_ylabel(f"latent PC 2 ({100 * frac[1]:.0f}%)")
@@ -212,7 +212,7 @@ def plot_bridge_heldout(samples_files: Mapping[str, str | os.PathLike], out_png=
                 base = str(np.asarray(d["heldout_baseline_name"])[i])
                 wb, wbase = np.asarray(d["heldout_w1"])[i]
                 sig = float(np.asarray(d["heldout_sigma"])[i])
-                ax.text(0.02, 0.98, f"W1 bridge {wb:.3g} (σ={sig:g}·ŝ)\n{_BASELINE_LABELS.get(base, base)} {wbase:.3g}",
+                ax.text(0.02, 0.98, f"W1 bridge {wb:.3g} (noise σ = {sig:g} × the latent's spread)\n{_BASELINE_LABELS.get(base, base)} {wbase:.3g}",
                         transform=ax.transAxes, ha="left", va="top", fontsize=6, color="0.2")
         handles = [Line2D([], [], marker="o", ls="", color=_COLORS["truth"], markersize=4, label="held-out cells"),
                    Line2D([], [], marker="o", ls="", color=_COLORS["bridge"], markersize=4, label="bridge samples"),
