@@ -212,7 +212,7 @@ def plot_bridge_heldout(samples_files: Mapping[str, str | os.PathLike], out_png=
                 base = str(np.asarray(d["heldout_baseline_name"])[i])
                 wb, wbase = np.asarray(d["heldout_w1"])[i]
                 sig = float(np.asarray(d["heldout_sigma"])[i])
-                ax.text(0.02, 0.98, f"W1 bridge {wb:.3g} (noise σ = {sig:g} × the latent's spread)\n{_BASELINE_LABELS.get(base, base)} {wbase:.3g}",
+                ax.text(0.02, 0.98, f"W1 bridge {wb:.3g} (σ = {sig:g} × latent spread)\n{_BASELINE_LABELS.get(base, base)} {wbase:.3g}",
                         transform=ax.transAxes, ha="left", va="top", fontsize=6, color="0.2")
         handles = [Line2D([], [], marker="o", ls="", color=_COLORS["truth"], markersize=4, label="held-out cells"),
                    Line2D([], [], marker="o", ls="", color=_COLORS["bridge"], markersize=4, label="bridge samples"),
