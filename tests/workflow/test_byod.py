@@ -34,7 +34,7 @@ def test_readme_byod_example_runs_as_written(tmp_path):
     assert set(df.iloc[:, 0]) == {"pca", "scjepa", "supervised"}  # the rows are the config's methods
     md = (repo / "runs" / "my_cells" / "results" / "tables" / "table1_in_distribution.md").read_text()
     assert md in proc.stdout  # the example's last line shows the table
-    scjepa_row = next(line for line in md.splitlines() if line.startswith("| scJEPA |"))
+    scjepa_row = next(line for line in md.splitlines() if line.startswith("| scjepa |"))  # no label set: its name
     assert "failed" not in scjepa_row and re.search(r"0\.\d{3}", scjepa_row)
     # only the user's dataset ran: no demo data in this working directory
     assert {p.name for p in (repo / "runs" / "my_cells" / "results" / "data").iterdir()} == {"my_cells"}
