@@ -1,7 +1,7 @@
 """Harmony baseline (harmonypy): PCA of the log-normalised expression, then Harmony on ``obs["batch"]``.
 
 Like scVI, Harmony is transductive: it is fitted on each evaluation dataset and its corrected PCs are the
-embedding (docs/PROTOCOL.md §2.4 "Baselines"). Steps:
+embedding (this repository's docs/PROTOCOL.md, section 2.4). Steps:
 
 1. PCA with ``n_pcs`` components (default 50, clamped to ``min(n_cells, n_genes) - 1``) of the processed
    ``X`` (already log1p of counts normalised to 1e4), zero-centred, no per-gene scaling, all genes
