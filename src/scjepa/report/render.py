@@ -45,7 +45,8 @@ def render_rule(inputs: Mapping, params: Mapping, outputs: Mapping, *, after_fai
     probe = bool(params.get("probe", False))
     hier = {"hierarchy": True} if params.get("hierarchy") else {}  # only when switched on
     if which in ("table1_in_distribution", "table2_out_of_distribution", "table4_ablation"):
-        table = globals()[which](records, methods, datasets, probe=probe, k=int(params["k"]), **common, **hier)
+        table = globals()[which](records, methods, datasets, probe=probe, k=_k_of(records, params["k"]), **common,
+                                 **hier)
     elif which == "table3_spatial":
         table = globals()[which](records, methods, datasets, **common, **hier)
     elif which == "table_integration":
@@ -81,3 +82,12 @@ def render_rule(inputs: Mapping, params: Mapping, outputs: Mapping, *, after_fai
 def table_rule(rule) -> Table:
     """The ``table_*`` rules' entry point (``scjepa.rule.run``)."""
     return render_rule(rule.input, rule.params, rule.output)
+
+
+def _k_of(records, configured) -> int:
+    """The k the zero-shot records say they used (the caption reads the records); the rule's k when no record
+    has run yet (a table written after failures) or the records disagree."""
+    ks = {r.get("config", {}).get("k") for r in records if r.get("task") == "zero_shot" and r.get("status") == "ok"}
+    ks.discard(None)
+    return int(ks.pop()) if len(ks) == 1 else int(configured)
+
