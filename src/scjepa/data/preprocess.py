@@ -29,7 +29,9 @@ log = logging.getLogger(__name__)
 
 #: standard obs column -> whether a dataset must map it
 STANDARD_COLUMNS = ("cell_type", "cell_type_id", "batch", "donor", "time", "condition", "x", "y")
-X_KINDS = ("counts", "log1p_normalized")
+#: what a source X may hold: raw counts; library-size-normalised values, not log-transformed (preprocessing
+#: rescales each cell to target_sum and applies log1p; no counts layer); log1p of normalised values (kept)
+X_KINDS = ("counts", "normalized", "log1p_normalized")
 
 
 @dataclass
@@ -55,6 +57,8 @@ class PreprocessConfig:
     split_unmatched: str = "exclude"
     split_source: str = ""  # the dataset split_table comes from (messages)
     fill_columns: Mapping[str, str] = field(default_factory=dict)  # kept column absent from the source -> constant
+    derive: Mapping[str, Mapping] = field(default_factory=dict)  # derived obs columns (scjepa.data.derive)
+    gene_symbol_case: str | None = None  # "upper": match the source's gene names upper-cased (mouse -> human)
 
 
 def _iter_rows(X, n_obs: int, chunk: int) -> Iterator[tuple[int, int, sp.csr_matrix]]:
@@ -85,7 +89,8 @@ def check_chunk(block: sp.csr_matrix, *, path, start: int, x_kind: str) -> None:
             raise InputError(
                 "X is declared as counts (x_kind: counts) but holds non-integer values "
                 f"(first at cell row {row}, value {data[frac][0]:.4g}); is it already normalised? "
-                "Set the dataset's x_kind to 'log1p_normalized' or point it at the raw counts.",
+                "Set the dataset's x_kind to 'normalized' (library-size normalised) or 'log1p_normalized', "
+                "or point it at the raw counts.",
                 path=path,
                 column="X",
             )
@@ -147,7 +152,8 @@ def build_obs(raw_obs: pd.DataFrame, cfg: PreprocessConfig, path) -> pd.DataFram
             continue
         if extra not in raw_obs.columns:
             raise InputError(f"column '{extra}' listed in keep_columns is not in obs", path=path, column=extra)
-        obs[extra] = raw_obs[extra].to_numpy()
+        col = raw_obs[extra]  # a categorical stays categorical (missing values allowed, e.g. derived fates)
+        obs[extra] = col.array if isinstance(col.dtype, pd.CategoricalDtype) else col.to_numpy()
     n_donors = obs["donor"].nunique() if "donor" in obs else 0
     if cfg.split_table is not None:  # split_from: the other dataset's split, donor by donor (scjepa.data.leakage)
         from scjepa.data.leakage import SPLIT_CATEGORIES, splits_from
@@ -260,13 +266,22 @@ def preprocess(
             if cfg.gene_id_column not in src_var.columns:
                 raise InputError("gene id column not found in var", path=raw_path, column=cfg.gene_id_column)
             gene_ids = pd.Index(src_var[cfg.gene_id_column].astype(str))
+        symbols = next((src_var[c] for c in ("gene_symbol", "feature_name") if c in src_var), None)
+        if cfg.gene_symbol_case == "upper":  # e.g. mouse symbols in a human gene space (1:1 orthologs by name)
+            gene_ids = pd.Index(gene_ids.str.upper())
+            symbols = None if symbols is None else symbols.astype(str).str.upper()
+        elif cfg.gene_symbol_case not in (None, ""):
+            raise InputError(f"gene_symbol_case must be 'upper' or null, got {cfg.gene_symbol_case!r}",
+                             key=f"datasets.{cfg.dataset}.gene_symbol_case")
         if len(gene_ids) != X_src.shape[1]:
             raise InputError(f"var has {len(gene_ids)} genes but {cfg.matrix} has {X_src.shape[1]} columns",
                              path=raw_path, column=cfg.matrix)
-        symbols = next((src_var[c] for c in ("gene_symbol", "feature_name") if c in src_var), None)
         align = gene_space.alignment(gene_ids, path=raw_path, min_coverage=cfg.min_coverage,
                                      source_symbols=symbols, key=f"datasets.{cfg.dataset}" if cfg.dataset else None)
-        obs = build_obs(raw.obs, cfg, raw_path)
+        from scjepa.data.derive import derive_columns
+
+        raw_obs = derive_columns(raw.obs, raw.obsm, cfg.derive, path=raw_path, dataset=cfg.dataset)
+        obs = build_obs(raw_obs, cfg, raw_path)
 
         var = pd.DataFrame(
             {"gene_symbol": gene_space.symbols, "present": align.present},
@@ -307,6 +322,8 @@ def preprocess(
                     aligned = align.apply(block)
                     if has_counts:
                         C_out.append(aligned.astype(np.float32))
+                        X_out.append(normalise_log1p(aligned, cfg.target_sum))
+                    elif cfg.x_kind == "normalized":  # rescaled to target_sum on the aligned genes, as counts are
                         X_out.append(normalise_log1p(aligned, cfg.target_sum))
                     else:
                         X_out.append(aligned.astype(np.float32))
@@ -353,6 +370,8 @@ def preprocess_dataset(spec: Mapping, settings: Mapping, raw_path, provenance_pa
         matrix=prov.get("matrix", spec.get("matrix", "X")),  # a concatenation keeps its counts in X
         dataset=name,
         needs_split=any(r in SPLIT_ROLES for r in roles),
+        derive=dict(spec.get("derive") or {}),
+        gene_symbol_case=spec.get("gene_symbol_case"),
     )
     split_from = spec.get("split_from") or None
     if spec.get("source") == "census" and spec.get("census_dataset_id"):

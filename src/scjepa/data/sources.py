@@ -6,7 +6,8 @@ source kind has its own function:
 ========== ======================================================= ==================================
 source     spec keys                                               function
 ========== ======================================================= ==================================
-url        ``url`` (http/https), ``sha256`` (recommended)          :func:`fetch_url`
+url        ``url`` (http/https), ``sha256`` (hex, or ``record``),  :func:`fetch_url`
+           ``format`` (``h5ad``, default, or ``10x_zip``)
 census     ``census_dataset_id``, ``census_version`` (default      :func:`fetch_census`
            ``"2023-05-15"``, scTab's), ``sha256`` (optional)
 local      ``path`` (an ``.h5ad``), ``sha256``, ``link`` (optional) :func:`fetch_local`
@@ -24,6 +25,12 @@ it opens as an h5ad. An interrupted, truncated or mismatching download therefore
     {"source": "url", "sha256": <of the written dest>, "bytes": <size>, "origin": <url / path /
      census id@version / package file / generator>, "X_kind": "as published" | "counts" |
      "log-normalised (not counts)", ...source-specific keys}
+
+``sha256: record`` (url only) asks for the checksum to be recorded on the first download and checked on
+every later one (:mod:`scjepa.data.checksums`; the lock file ``resources/checksums.lock.yaml`` of the
+working directory); the record then says so in ``sha256_source``. ``format: 10x_zip`` downloads a zip of
+10x matrix directories and converts it to an h5ad (:mod:`scjepa.data.tenx`); the checksum is that of
+the zip as downloaded (``archive_sha256``), ``sha256`` that of the h5ad written.
 
 ``X_kind`` says in words what ``X`` holds: files from url/census/local are the source as
 published (CELLxGENE h5ads keep raw counts in ``raw.X`` when ``X`` is normalised; the dataset's
@@ -103,7 +110,10 @@ class DownloadError(RuntimeError):
 
 
 class ChecksumError(DownloadError):
-    """The downloaded or copied bytes do not have the expected sha256."""
+    """The downloaded or copied bytes do not have the expected sha256 (``expected``, ``actual``)."""
+
+    expected: str | None = None
+    actual: str | None = None
 
 
 class _ShortRead(OSError):
@@ -114,23 +124,26 @@ class _ShortRead(OSError):
 # dispatcher
 
 
-def fetch(spec: dict, dest: str | os.PathLike, *, progress: bool = True) -> dict[str, Any]:
+def fetch(spec: dict, dest: str | os.PathLike, *, progress: bool = True,
+          lock: str | os.PathLike | None = None) -> dict[str, Any]:
     """Materialise the dataset described by ``spec`` (its config entry) at ``dest``.
 
     Returns the provenance record described in the module docstring. Raises
     :class:`~scjepa.errors.InputError` naming the key for a malformed spec; when ``spec`` carries
     the dataset's name under ``dataset`` (as the workflow passes it; ``name`` is the bundled
-    source's own key), the key is the full config key (``datasets.<dataset>.path``).
+    source's own key), the key is the full config key (``datasets.<dataset>.path``). ``lock``: the
+    lock file of checksums recorded on first download (``sha256: record``; default
+    :data:`scjepa.data.checksums.DEFAULT_LOCK`, relative to the working directory).
     """
     try:
-        return _fetch(spec, dest, progress=progress)
+        return _fetch(spec, dest, progress=progress, lock=lock)
     except InputError as exc:
         if isinstance(spec, dict) and spec.get("dataset"):
             raise exc.for_dataset(str(spec["dataset"])) from None
         raise
 
 
-def _fetch(spec: dict, dest: str | os.PathLike, *, progress: bool) -> dict[str, Any]:
+def _fetch(spec: dict, dest: str | os.PathLike, *, progress: bool, lock=None) -> dict[str, Any]:
     if not isinstance(spec, dict):
         raise InputError(f"dataset entry must be a mapping, got {type(spec).__name__}")
     source = spec.get("source")
@@ -142,8 +155,14 @@ def _fetch(spec: dict, dest: str | os.PathLike, *, progress: bool) -> dict[str, 
     record: dict[str, Any] = {"source": source}
     if source == "url":
         url = _require(spec, "url")
-        sha = fetch_url(url, spec.get("sha256"), dest, progress=progress)
-        record.update(origin=url, url=url, X_kind="as published")
+        fmt = str(spec.get("format") or "h5ad")
+        if fmt not in URL_FORMATS:
+            raise InputError(f"unknown format {fmt!r}; expected one of {', '.join(URL_FORMATS)}", key="format")
+        sha, how = _fetch_url_spec(spec, url, fmt, dest, progress=progress, lock=lock)
+        record.update(origin=url, url=url, X_kind="as published", sha256_source=how)
+        if fmt != "h5ad":
+            record.update(format=fmt, archive_sha256=sha)
+            sha = sha256_file(dest)
     elif source == "census_query":
         from scjepa.data.census_corpus import fetch_census_query
 
@@ -203,6 +222,52 @@ def _fetch(spec: dict, dest: str | os.PathLike, *, progress: bool) -> dict[str, 
     record["sha256"] = sha
     record["bytes"] = dest.stat().st_size
     return record
+
+
+#: what a ``source: url`` file is: an h5ad, or a zip of 10x matrix directories (scjepa.data.tenx)
+URL_FORMATS = ("h5ad", "10x_zip")
+
+
+def _fetch_url_spec(spec: dict, url: str, fmt: str, dest: Path, *, progress: bool, lock) -> tuple[str, str]:
+    """Download a url source to ``dest`` (converting a 10x zip); return (sha256 of the downloaded
+    bytes, how it was checked: "pinned in the config" / "recorded on first download" / "checked
+    against the record of the first download" / "not checked")."""
+    from scjepa.data.checksums import ChecksumLock, RecordedChecksumError, is_record, mismatch_message
+
+    given = spec.get("sha256")
+    dataset = str(spec.get("dataset") or url)
+    lockfile = ChecksumLock(lock)
+    recorded = lockfile.get(dataset, url) if is_record(given) else None
+    expected = recorded["sha256"] if recorded else (None if is_record(given) else given)
+
+    def download(target: Path) -> str:
+        try:
+            return fetch_url(url, expected, target, progress=progress)
+        except ChecksumError as exc:
+            if recorded:
+                raise RecordedChecksumError(mismatch_message(dataset, url, recorded, exc.actual, lockfile.path)) from None
+            raise
+
+    if fmt == "h5ad":
+        sha = download(dest)
+        size = dest.stat().st_size
+    else:  # the archive goes to a temporary file next to dest, then is converted onto dest
+        from scjepa.data.tenx import convert_10x_zip
+
+        archive = dest.parent / f".{dest.name}.{uuid.uuid4().hex}.zip"
+        try:
+            sha = download(archive)
+            size = archive.stat().st_size
+            convert_10x_zip(archive, dest)
+        finally:
+            if archive.exists():
+                archive.unlink()
+    if is_record(given):
+        if recorded:
+            return sha, f"checked against the record of the first download in {lockfile.path}"
+        lockfile.record(dataset, url, sha, size)
+        return sha, f"recorded on first download in {lockfile.path}"
+    return sha, ("pinned in the config" if given else "not checked (no sha256 given)")
 
 
 def _require(spec: dict, key: str):
@@ -268,11 +333,13 @@ def fetch_url(
             with atomic_path(dest) as tmp:
                 actual = _download_once(url, tmp, progress=progress, timeout=timeout)
                 if expected is not None and actual != expected:
-                    raise ChecksumError(
+                    exc = ChecksumError(
                         f"sha256 mismatch for {url}: expected {expected}, got {actual} "
                         f"({tmp.stat().st_size} bytes). The file was not kept at {dest}. Either "
                         "the pinned sha256 is wrong or the file on the server changed."
                     )
+                    exc.expected, exc.actual = expected, actual
+                    raise exc
                 if dest.name.endswith(".h5ad"):
                     problem = _h5ad_problem(tmp)
                     if problem:
@@ -833,6 +900,8 @@ def _normalise_sha256(value: str | None) -> str | None:
     if value is None or value == "":
         return None
     text = str(value).strip().lower()
+    if text == "record":
+        raise InputError("'record' (checksum recorded on first download) is only for source: url", key="sha256")
     if text.startswith("sha256:"):
         text = text[len("sha256:") :]
     if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
