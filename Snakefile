@@ -53,6 +53,7 @@ for _method_file in method_rule_files():
 
 
 include: "workflow/rules/report.smk"
+include: "workflow/rules/sweeps.smk"
 
 
 check_methods_have_rules()

@@ -7,7 +7,9 @@ below surfaces before any job runs, naming the offending key.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +100,11 @@ def validate(config: dict, extra_tasks=()) -> dict:
 
 
 def method_entry(config: dict, method: str) -> dict:
-    """The method's params with defaults: family, serves, hparams, label, ablation_of, gpu."""
+    """The method's params with defaults: family, serves, hparams, label, ablation_of, gpu (a sweep
+    variant's entry: :func:`sweep_variants`)."""
+    variants = sweep_variants(config)
+    if method in variants:
+        return variants[method]
     entry = dict(config.get("method_params", {}).get(method) or {"family": method})
     entry.setdefault("hparams", {})
     entry.setdefault("label", None)
@@ -109,6 +115,65 @@ def method_entry(config: dict, method: str) -> dict:
     if entry["label"] is None:
         entry["label"] = method
     return entry
+
+
+def _format_value(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def sweep_points(sweep: dict) -> list[dict]:
+    """The grid of one ``sweeps`` entry as a list of {hparam: value}, in a fixed order (the product of the
+    value lists, first key slowest)."""
+    keys = list(sweep["grid"])
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(sweep["grid"][k] for k in keys))]
+
+
+def sweep_variants(config: dict) -> dict[str, dict]:
+    """Every method variant the ``sweeps`` section asks for, name -> method entry.
+
+    A variant is named ``<sweep>_p<i>_s<seed>`` (``i`` the grid point's index, two digits): the base method's
+    entry with the grid point over its hparams, ``seed`` its pretraining seed, and ``sweep``/``point``/``base``
+    saying where it comes from. It is not an ablation, serves no evaluation task and is never in ``methods``.
+    """
+    out: dict[str, dict] = {}
+    for name, sweep in (config.get("sweeps") or {}).items():
+        base = sweep["method"]
+        base_entry = dict(config.get("method_params", {}).get(base) or {"family": base})
+        seeds = sweep.get("seeds") or [int(config.get("seed", 0))]
+        for i, point in enumerate(sweep_points(sweep)):
+            label = ", ".join(f"{k}={_format_value(v)}" for k, v in point.items())
+            for seed in seeds:
+                entry = {**base_entry, "hparams": {**base_entry.get("hparams", {}), **point}, "label": label,
+                         "ablation_of": None, "control": None, "serves": [], "description": "",
+                         "sweep": name, "point": dict(point), "point_index": i, "seed": int(seed), "base": base}
+                entry.setdefault("gpu", 0)
+                out[f"{name}_p{i:02d}_s{int(seed)}"] = entry
+    return out
+
+
+def _check_sweeps(config: dict) -> None:
+    methods = set(config.get("method_params", {})) | set(config["methods"])
+    for name, sweep in (config.get("sweeps") or {}).items():
+        key = f"sweeps.{name}"
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
+            raise InputError("a sweep name is letters, digits and '_' (it names method variants and files)", key=key)
+        if sweep["method"] not in methods:
+            raise InputError(f"'{sweep['method']}' is not a method (a key of method_params or in methods)",
+                             key=f"{key}.method")
+        if config.get("method_params", {}).get(sweep["method"], {}).get("family") == "control":
+            raise InputError("a control is not tuned", key=f"{key}.method")
+        dataset = sweep["score"].get("dataset") or config["corpus"]
+        ds = config["datasets"].get(dataset)
+        if ds is None:
+            raise InputError(f"'{dataset}' is not a dataset", key=f"{key}.score.dataset")
+        if not set(ds["roles"]) & set(SPLIT_ROLES):
+            raise InputError(f"'{dataset}' has no train/val/test split (roles {ds['roles']}; one of {list(SPLIT_ROLES)} "
+                             "is needed)", key=f"{key}.score.dataset")
+        if not (ds.get("columns") or {}).get("cell_type"):
+            raise InputError(f"'{dataset}' has no cell_type column to score", key=f"{key}.score.dataset")
+    clash = set(sweep_variants(config)) & (set(config["methods"]) | set(config.get("method_params", {})))
+    if clash:
+        raise InputError(f"sweep variant name(s) {sorted(clash)} are also method names; rename the sweep", key="sweeps")
 
 
 def check(config: dict) -> None:
@@ -172,6 +237,7 @@ def check(config: dict) -> None:
                 raise InputError(f"family '{entry['family']}' ({kind}) cannot serve '{task}', which needs a method "
                                  f"of kind {needs} (e.g. no encoder to fine-tune)", key=f"method_params.{m}.serves")
 
+    _check_sweeps(config)
 
 def register_task_settings(config: dict, task) -> None:
     """Check and default ``config["tasks"][task.name]`` against a user task's settings schema (a JSON schema of

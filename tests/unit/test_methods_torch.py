@@ -209,6 +209,26 @@ def test_l_recon_sum_is_eq8_by_hand():
     assert out["loss"].item() == pytest.approx(hp.gamma_recon * 7.5)
 
 
+@pytest.mark.parametrize("n", [16, 64])
+def test_sigreg_is_weighted_as_at_the_reference_batch(n):
+    """T_EP = N x (a mean over the batch) grows with N; sigreg_reference_batch rescales it to N_ref cells, so a
+    lambda means the same at batch 256 (default run) and 1024 (paper)."""
+    x = torch.rand(n, N_GENES)
+    outs = {}
+    for ref in (0, 1024):
+        torch.manual_seed(0)
+        m = ScJEPAModule(N_GENES, ScJEPAHParams(hidden=(8,), latent=4, n_local_views=2, sigreg_directions=8,
+                                                gamma_recon=0.0, sigreg_reference_batch=ref))
+        outs[ref] = m.training_step({"x": x}, torch.Generator().manual_seed(1))
+    assert outs[1024]["sigreg"].item() == pytest.approx(outs[0]["sigreg"].item() * 1024 / n, rel=1e-5)
+    assert outs[1024]["sim"].item() == pytest.approx(outs[0]["sim"].item())
+
+
+def test_the_losses_are_the_papers_equations_by_default():
+    hp = ScJEPAHParams()
+    assert (hp.sim_reduction, hp.recon_reduction, hp.sigreg_reference_batch) == ("sum", "sum", 1024)
+
+
 def test_defaults_are_the_papers_where_it_fixes_them():
     hp = ScJEPAHParams()
     assert (hp.n_local_views, hp.mask_rate) == (8, 0.5)

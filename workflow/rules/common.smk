@@ -49,8 +49,19 @@ def method_entry(method):
     return scjepa_config.method_entry(config, method)
 
 
+#: method variants of the sweeps section (scjepa.config.sweep_variants): trained and embedded by their
+#: family's rules, scored by workflow/rules/sweeps.smk on validation cells only, never in an evaluation table
+SWEEP_VARIANTS = scjepa_config.sweep_variants(config)
+
+
 def methods_of_family(family):
-    return [m for m in METHODS if method_entry(m)["family"] == family]
+    """The run's methods of ``family`` and the sweep variants of it (their family's rules train them)."""
+    return [m for m in [*METHODS, *SWEEP_VARIANTS] if method_entry(m)["family"] == family]
+
+
+def method_seed(wildcards):
+    """A method's pretraining seed: the run's ``seed``, or a sweep variant's own."""
+    return int(method_entry(wildcards.method).get("seed", config["seed"]))
 
 
 def methods_serving(task):
@@ -461,6 +472,9 @@ def all_targets():
     # the benchmark at a glance and what each method costs (rules report_summary, report_cost)
     out += table_files("table_summary") + figure_files("fig_summary")
     out += table_files("table_cost") + figure_files("fig_cost")
+    # hyper-parameter sweeps (workflow/rules/sweeps.smk): validation scores only
+    for name in config["sweeps"]:
+        out += table_files(f"sweep_{name}") + figure_files(f"sweep_{name}")
     return out
 
 

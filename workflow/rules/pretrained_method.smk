@@ -30,7 +30,7 @@ rule pretrain_method:
     params:
         method="{method}",
         hparams=method_hparams,
-        seed=config["seed"],
+        seed=method_seed,
     log:
         "logs/pretrain/{method}.log",
     benchmark:

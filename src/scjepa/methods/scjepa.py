@@ -8,16 +8,18 @@ call ((G + V)·N, D). With e = h(z) (the projection head, or z when ``projection
     L_sim    = mean_{n,v} ‖c_n − e_n^(v)‖²       c = mean of the global embeddings (= e of x when G = 1);
                                                   v over the local views (G = 1, eq. 4) or all views (G = 2,
                                                   as LeJEPA)
-    L_SIGReg = mean over the G + V views of SIGReg(e^(v)), one set of M directions per step
-    L_recon  = mean_g MSE(x, x̂^(g)) + mean_v MSE(x, x̂^(v))   every view reconstructs the UNMASKED x (eq. 8)
+    L_SIGReg = mean over the G + V views of SIGReg(e^(v)) · N_ref / N, one set of M directions per step
+    L_recon  = mean_n ‖x_n − x̂_n^(g)‖² + mean_{n,v} ‖x_n − x̂_n^(v)‖²
+                                                  every view reconstructs the UNMASKED x (eq. 8)
     L        = (1 − λ) L_sim + λ L_SIGReg + γ L_recon          (eq. 9; ``lejepa=False``: L = γ L_recon)
 
-Reductions (our choice; config values): ``sim_reduction="mean"`` averages the squared difference over
-the embedding dims as LeJEPA's code does, which is where its default λ = 0.05 was calibrated ("sum" =
-the literal ‖·‖² of eq. 4, K times larger, which makes λ effectively K times smaller: on test data the
-head collapsed towards a constant and SIGReg stopped decreasing). ``recon_reduction="mean"`` averages over
-genes (MSE; "sum" = squared norm over genes, which at D = 19,331 outweighs every other term by orders of
-magnitude). Evaluations embed with the encoder output z.
+The defaults are the paper's equations: ‖·‖² sums over embedding dims (eq. 4) and genes (eq. 8)
+(``sim_reduction`` / ``recon_reduction`` = "mean" average instead, as LeJEPA's code and an MSE do; then λ
+and γ mean something else). SIGReg's T_EP is N times a mean over the batch, so its weight grows with the
+batch size N; ``sigreg_reference_batch`` (N_ref, default 1024 = the paper's batch) rescales it to the value
+it would have at N_ref cells, so a λ chosen at one batch size means the same at another (0 = the raw T).
+λ and γ are not given by the paper: the defaults were chosen by the validation sweep recorded in
+benchmarks/RESULTS.md (``config/sweeps.yaml``). Evaluations embed with the encoder output z.
 """
 
 from __future__ import annotations
@@ -52,8 +54,9 @@ class ScJEPAHParams(TrainHParams):
     sigreg_t_max: float = 5.0
     sigreg_window: str = "paper"  # "paper" w = exp(-t²) | "lejepa" w = exp(-t²/2)
     sigreg_quadrature: str = "full"  # "full" [-t_max, t_max] | "half" [0, t_max] with n_points knots
-    sim_reduction: str = "mean"
-    recon_reduction: str = "mean"
+    sigreg_reference_batch: int = 1024  # N_ref: SIGReg × N_ref / N (0 = the raw T_EP, which grows with N)
+    sim_reduction: str = "sum"  # eq. 4: ‖·‖² over the embedding dims
+    recon_reduction: str = "sum"  # eq. 8: ‖·‖² over the genes
 
     def __post_init__(self):
         super().__post_init__()
@@ -74,6 +77,8 @@ class ScJEPAHParams(TrainHParams):
         for k in ("sim_reduction", "recon_reduction"):
             if getattr(self, k) not in ("sum", "mean"):
                 raise InputError("must be 'sum' or 'mean'", key=k)
+        if self.sigreg_reference_batch < 0:
+            raise InputError(f"must be ≥ 0 (got {self.sigreg_reference_batch})", key="sigreg_reference_batch")
         if not self.lejepa and self.gamma_recon <= 0:
             raise InputError("lejepa=False leaves only γ·L_recon; γ must be > 0", key="gamma_recon")
 
@@ -132,7 +137,10 @@ class ScJEPAModule(nn.Module):
             sq = d2.square()
             out["sim"] = sq.sum(-1).mean() if hp.sim_reduction == "sum" else sq.mean()
             # SIGReg is a statistic of the batch: over the global batch with data-parallel ranks
-            out["sigreg"] = self.sigreg(gather_cells(e, 1), generator=generator)
+            e_all = gather_cells(e, 1)
+            out["sigreg"] = self.sigreg(e_all, generator=generator)
+            if hp.sigreg_reference_batch:
+                out["sigreg"] = out["sigreg"] * (hp.sigreg_reference_batch / e_all.shape[1])
             loss = loss + (1 - hp.lambda_sigreg) * out["sim"] + hp.lambda_sigreg * out["sigreg"]
         if self.decoder is not None:
             xhat = self.decoder(z).view(-1, *x.shape)  # (G + V, N, D)

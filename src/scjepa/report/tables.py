@@ -78,6 +78,7 @@ class Table:
     caption: str = ""
     digits: int = 3
     notes: list[str] = field(default_factory=list)
+    row_header: str = "method"
 
 
 # --------------------------------------------------------------------------- records
@@ -378,7 +379,7 @@ def _md_escape(s: str) -> str:
 
 def to_markdown(table: Table) -> str:
     """GitHub-flavoured Markdown table; best values **bold**; notes below."""
-    head = ["method"] + _header_strings(table)
+    head = [table.row_header] + _header_strings(table)
     lines = [
         "| " + " | ".join(_md_escape(h) for h in head) + " |",
         "|" + "|".join([":---"] + ["---:"] * len(table.columns)) + "|",
@@ -402,7 +403,7 @@ def to_csv(table: Table) -> str:
     """Same layout as the paper table (one header row, levels joined by ' / '); no bold; deterministic."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["method"] + _header_strings(table))
+    w.writerow([table.row_header] + _header_strings(table))
     for label, cells in zip(table.row_labels, table.cells):
         w.writerow([label] + [_fmt(c, table.digits) for c in cells])
     return buf.getvalue()
@@ -462,7 +463,7 @@ def to_latex(table: Table) -> str:
                 spans[-1] = (text, start, width + 1)
             else:
                 spans.append((h[level], j, 1))
-        row = ["method" if level == depth - 1 else ""]
+        row = [table.row_header if level == depth - 1 else ""]
         rules = []
         for text, start, width in spans:
             row.append(f"\\multicolumn{{{width}}}{{c}}{{{_tex(text)}}}" if width > 1 else _tex(text))

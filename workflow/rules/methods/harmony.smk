@@ -12,7 +12,7 @@ rule embed_harmony:
     params:
         family="harmony",
         hparams=method_hparams,
-        seed=config["seed"],
+        seed=method_seed,
     log:
         "logs/embed/{method}/{dataset}.log",
     benchmark:

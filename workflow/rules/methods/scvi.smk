@@ -13,7 +13,7 @@ rule embed_scvi:
     params:
         family="scvi",
         hparams=method_hparams,
-        seed=config["seed"],
+        seed=method_seed,
     log:
         "logs/embed/{method}/{dataset}.log",
     benchmark:
