@@ -132,7 +132,7 @@ def sweep_variants(config: dict) -> dict[str, dict]:
     """Every method variant the ``sweeps`` section asks for, name -> method entry.
 
     A variant is named ``<sweep>_p<i>_s<seed>`` (``i`` the grid point's index, two digits): the base method's
-    entry with the grid point over its hparams, ``seed`` its pretraining seed, and ``sweep``/``point``/``base``
+    entry with the sweep's shared ``hparams`` and then the grid point over its hparams, ``seed`` its pretraining seed, and ``sweep``/``point``/``base``
     saying where it comes from. It is not an ablation, serves no evaluation task and is never in ``methods``.
     """
     out: dict[str, dict] = {}
@@ -143,7 +143,8 @@ def sweep_variants(config: dict) -> dict[str, dict]:
         for i, point in enumerate(sweep_points(sweep)):
             label = ", ".join(f"{k}={_format_value(v)}" for k, v in point.items())
             for seed in seeds:
-                entry = {**base_entry, "hparams": {**base_entry.get("hparams", {}), **point}, "label": label,
+                hparams = {**base_entry.get("hparams", {}), **sweep.get("hparams", {}), **point}
+                entry = {**base_entry, "hparams": hparams, "label": label,
                          "ablation_of": None, "control": None, "serves": [], "description": "",
                          "sweep": name, "point": dict(point), "point_index": i, "seed": int(seed), "base": base}
                 entry.setdefault("gpu", 0)
