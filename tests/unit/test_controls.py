@@ -105,3 +105,29 @@ def test_a_control_must_say_what_it_is_and_what_it_serves():
     cfg["method_params"]["rand"]["serves"] = ["finetune"]
     with pytest.raises(InputError, match="cannot serve 'finetune'"):
         validate(cfg)
+
+
+def _rec(method, dataset, value, metric="knn_macro_f1", task="zero_shot"):
+    return {"task": task, "method": method, "dataset": dataset, "seed": None, "status": "ok", "metrics": {metric: value},
+            "config": {}}
+
+
+def test_scores_scaled_between_the_controls_by_hand():
+    from scjepa.report.tables import make_table, mark_controls, scale_to_controls
+
+    recs = [_rec("a", "d", 0.6), _rec("b", "d", 0.9), _rec("rand", "d", 0.2), _rec("rand2", "d", 0.3),
+            _rec("lab", "d", 1.0)]
+    controls = {"rand": "negative", "rand2": "negative", "lab": "positive"}
+    t = mark_controls(make_table(recs, ["a", "b", "rand", "rand2", "lab"], ["d"], "knn_macro_f1"), controls)
+    s = scale_to_controls(t, controls)
+    # the floor is the best negative control (0.3), the ceiling the positive one (1.0): (0.6-0.3)/0.7, (0.9-0.3)/0.7
+    assert s.rows == ["a", "b"]
+    assert [line[0].mean for line in s.cells] == pytest.approx([0.3 / 0.7, 0.6 / 0.7])
+    assert s.cells[1][0].best and not s.cells[0][0].best
+    # lower is better (a distance): floor 3.0, ceiling 1.0, a at 2.0 is half way; scaled values read "higher is better"
+    recs = [_rec("a", "d", 2.0, "w1"), _rec("rand", "d", 3.0, "w1"), _rec("lab", "d", 1.0, "w1")]
+    t = make_table(recs, ["a", "rand", "lab"], ["d"], "w1", higher_is_better=False)
+    s = scale_to_controls(t, {"rand": "negative", "lab": "positive"})
+    assert s.cells[0][0].mean == pytest.approx(0.5) and s.columns[0].higher_is_better
+    # no positive control: nothing to scale to
+    assert scale_to_controls(t, {"rand": "negative"}) is None

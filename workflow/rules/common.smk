@@ -403,6 +403,23 @@ def table_scores(tab):
     return out
 
 
+def table_has_control_pair(tab):
+    """A negative and a positive control are rows of the table and take part in one of the tasks it reads (the
+    bridge tables have baseline rows of their own instead)."""
+    if tab.renderer.startswith("table_bridge_"):
+        return False
+    kinds = {method_entry(m)["control"] for m in table_rows(tab)
+             if method_entry(m)["control"] and set(tab.reads) & set(method_entry(m)["serves"])}
+    return {"negative", "positive"} <= kinds
+
+
+def scaled_table_outputs(tab):
+    """The table's scores scaled between its controls (scjepa.report.tables.scale_to_controls), where it has both."""
+    if not table_has_control_pair(tab):
+        return {}
+    return {"scaled_md": f"results/tables/{tab.name}_scaled.md", "scaled_csv": f"results/tables/{tab.name}_scaled.csv"}
+
+
 def table_params(tab):
     """The table rule's params (the keys ``scjepa.report.render.render_rule`` reads)."""
     params = {"table": tab.renderer, "methods": table_rows(tab), "datasets": table_datasets(tab), "na": na_cells(),
@@ -459,7 +476,7 @@ def all_targets():
     out = []
     for tab in tasks_registry.tables():
         if table_datasets(tab) and table_rows(tab):
-            out += table_files(tab.name)
+            out += table_files(tab.name) + list(scaled_table_outputs(tab).values())
     for task in tasks_registry.REGISTRY.values():
         for fig in task.figures:
             datasets = datasets_with_roles(fig.roles)

@@ -18,6 +18,7 @@ for _tab in tasks_registry.tables():
             md=report(f"results/tables/{_tab.name}.md", category="Tables", caption=f"../report/{_tab.caption}"),
             csv=f"results/tables/{_tab.name}.csv",
             tex=f"results/tables/{_tab.name}.tex",
+            **scaled_table_outputs(_tab),
         params:
             **table_params(_tab),
         log:

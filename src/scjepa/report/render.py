@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Mapping
 
 from scjepa.report.bridge_tables import RENDERERS
-from scjepa.report.tables import (Table, load_records, make_table, mark_controls, table1_in_distribution,
-                                  table2_out_of_distribution, table3_spatial, table4_ablation, table_integration,
-                                  write_table)
+from scjepa.report.tables import (Table, load_records, make_table, mark_controls, scale_to_controls,
+                                  table1_in_distribution, table2_out_of_distribution, table3_spatial, table4_ablation,
+                                  table_integration, write_table)
 
 
 TABLES = ("table1_in_distribution", "table2_out_of_distribution", "table3_spatial", "table4_ablation",
@@ -76,6 +76,14 @@ def render_rule(inputs: Mapping, params: Mapping, outputs: Mapping, *, after_fai
     if after_failure:
         table.notes.append(KEEP_GOING_NOTE)
     write_table(table, md=outputs.get("md"), csv=outputs.get("csv"), tex=outputs.get("tex"))
+    if outputs.get("scaled_md") or outputs.get("scaled_csv"):  # the rule asks only where both controls are rows
+        scaled = scale_to_controls(table, params.get("controls"))
+        if scaled is None:
+            raise ValueError(f"{table.name}: scaled outputs asked for, but the table lacks a negative or a positive "
+                             "control row")
+        if after_failure:
+            scaled.notes.append(KEEP_GOING_NOTE)
+        write_table(scaled, md=outputs.get("scaled_md"), csv=outputs.get("scaled_csv"))
     return table
 
 

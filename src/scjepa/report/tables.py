@@ -526,3 +526,51 @@ def mark_controls(table: Table, controls: Mapping[str, str] | None) -> Table:
                 line[j].best = True
     table.notes.insert(1, CONTROL_NOTE)
     return table
+
+
+SCALED_NOTE = ("Scaled between the controls, per column: 0 = the best negative control, 1 = the best positive "
+               "control, (score − negative) / (positive − negative), in the direction that is better; never min–max "
+               "across methods. Below 0: worse than the floor; above 1: beyond the ceiling.")
+
+
+def scale_to_controls(table: Table, controls: Mapping[str, str] | None) -> Table | None:
+    """The methods' scores scaled between the table's controls (``row -> "negative" | "positive"``), column by
+    column; None when the table lacks a negative or a positive control row.
+
+    In each column the floor is the best negative control and the ceiling the best positive one (best in the
+    column's direction); a column where either control has no value, or where they coincide, is n/a. sd is
+    scaled by the same factor. Higher is better in every scaled column.
+    """
+    controls = {r: k for r, k in (controls or {}).items() if r in table.rows}
+    if not {"negative", "positive"} <= set(controls.values()):
+        return None
+    rows = [i for i, r in enumerate(table.rows) if r not in controls]
+    columns, cells = [], [[] for _ in rows]
+    for j, col in enumerate(table.columns):
+        pick = max if col.higher_is_better else min
+
+        def best_of(kind):
+            vals = [table.cells[i][j].mean for i, r in enumerate(table.rows)
+                    if controls.get(r) == kind and table.cells[i][j].status == "ok"]
+            return pick(vals) if vals else math.nan
+
+        neg, pos = best_of("negative"), best_of("positive")
+        columns.append(Column(col.task, col.dataset, col.metric, col.header, True))
+        for k, i in enumerate(rows):
+            c = table.cells[i][j]
+            if c.status != "ok":
+                cells[k].append(Cell(c.status, partial=c.partial))
+            elif math.isnan(neg) or math.isnan(pos) or pos == neg:
+                cells[k].append(Cell(NA))
+            else:
+                span = pos - neg
+                cells[k].append(Cell("ok", (c.mean - neg) / span, abs(c.sd / span) if c.n > 1 else math.nan,
+                                     c.n, c.partial))
+    for j in range(len(columns)):
+        vals = [round(line[j].mean, table.digits) for line in cells if line[j].status == "ok"]
+        for line in cells:
+            line[j].best = bool(vals) and line[j].status == "ok" and round(line[j].mean, table.digits) == max(vals)
+    notes = [SCALED_NOTE] + [n for n in table.notes if n != CONTROL_NOTE]
+    caption = (table.caption + " " if table.caption else "") + "Scores scaled between the controls."
+    return Table(f"{table.name}_scaled", [table.rows[i] for i in rows], [table.row_labels[i] for i in rows],
+                 columns, cells, caption, table.digits, notes)
