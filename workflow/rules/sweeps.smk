@@ -1,4 +1,4 @@
-# Hyper-parameter sweeps (config `sweeps:`; docs/PROTOCOL.md §2.7). Each sweep's grid points are method
+# Hyper-parameter sweeps (config `sweeps:`; docs/PROTOCOL.md §2.5). Each sweep's grid points are method
 # variants (scjepa.config.sweep_variants) that their family's rules pretrain and embed like any method;
 # here each variant is scored on the VALIDATION split of one labelled dataset (kNN, train -> val; the
 # test split is dropped before the embedding is read) and every sweep gets a table and a figure:
