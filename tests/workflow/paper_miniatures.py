@@ -241,3 +241,124 @@ def build_all(root: Path, paper: dict) -> dict:
                        ["type I pneumocyte", "type II pneumocyte", "monocyte", "T cell"],
                        [f"lung{seed}_donor{i}" for i in range(3)], n_per_donor=30, seed=40 + seed, genes=genes)
     return overrides
+
+
+# ---- the bridge benchmark's real datasets (served as url sources by the loopback server) ---------------------
+
+#: the Embryoid Body samples of Moon et al. 2019 (Mendeley v6n743h5ng), one 10x directory per time window
+EB_SAMPLES = ("T0_1A", "T2_3B", "T4_5C", "T6_7D", "T8_9E")
+#: CoSpar's LARRY state annotations (a subset of its 11 states)
+LARRY_STATES = ("undiff", "Neutrophil", "Monocyte", "Baso", "Erythroid")
+
+
+def _trajectory_counts(rng, n, k, n_steps, n_genes=N_GENES):
+    """Counts drifting from one gene program to the next as the step k goes 0 .. n_steps - 1."""
+    X = rng.poisson(0.6, (n, n_genes)).astype(np.float32)
+    w = k / max(n_steps - 1, 1)
+    X[:, :10] += rng.poisson(6.0 * (1 - w), (n, 10))
+    X[:, 10:20] += rng.poisson(6.0 * w, (n, 10))
+    return X
+
+
+def eb_zip(path, *, n_per_sample=60, seed=0):
+    """The Mendeley archive as downloaded: a zip holding ``scRNAseq.zip``, which holds ``scRNAseq/<sample>/``
+    with Cell Ranger v2 files (``matrix.mtx`` genes x cells, ``genes.tsv`` id + symbol, ``barcodes.tsv``)."""
+    import io
+    import zipfile
+
+    from scipy.io import mmwrite
+
+    rng = np.random.default_rng(seed)
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as zf:
+        for k, sample in enumerate(EB_SAMPLES):
+            counts = _trajectory_counts(rng, n_per_sample, k, len(EB_SAMPLES))
+            buf = io.BytesIO()
+            mmwrite(buf, sp.coo_matrix(counts.T.astype(np.int64)))
+            zf.writestr(f"scRNAseq/{sample}/matrix.mtx", buf.getvalue())
+            zf.writestr(f"scRNAseq/{sample}/genes.tsv", "".join(f"{g}\t{s}\n" for g, s in zip(GENE_IDS, SYMBOLS)))
+            zf.writestr(f"scRNAseq/{sample}/barcodes.tsv",
+                        "".join(f"{''.join(rng.choice(list('ACGT'), 14))}-1\n" for _ in range(n_per_sample)))
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("scRNAseq.zip", inner.getvalue())
+        zf.writestr("README.txt", "Embryoid body data for PHATE (miniature)\n")
+
+
+def larry_h5ad(path, *, seed=0):
+    """CoSpar's ``LARRY_adata_preprocessed.h5ad``: library-size-normalised X (not counts, not logged), mouse gene
+    symbols as var names, obs ``time_info`` ('2'/'4'/'6') and ``state_info``, clones in ``obsm['X_clone']``
+    (cells x clones, binary CSR), a 2-D embedding in ``obsm['X_emb']``."""
+    rng = np.random.default_rng(seed)
+    n_clones = 40
+    fates = rng.choice(LARRY_STATES[1:], n_clones)
+    rows, times, states, clones = [], [], [], []
+    for day, n_per_clone in (("2", 2), ("4", 2), ("6", 4)):
+        for c in range(n_clones):
+            for _ in range(n_per_clone):
+                k = {"2": 0, "4": 1, "6": 2}[day]
+                committed = day == "6" or (day == "4" and rng.random() < 0.5)
+                state = fates[c] if committed and rng.random() < 0.85 else ("undiff" if day != "6" else
+                                                                             rng.choice(LARRY_STATES[1:]))
+                x = _trajectory_counts(rng, 1, k, 3)[0]
+                x[PROGRAMS_LARRY[state]] += rng.poisson(4.0, len(PROGRAMS_LARRY[state]))
+                rows.append(x), times.append(day), states.append(state), clones.append(c)
+    X = np.vstack(rows)
+    X = X / X.sum(axis=1, keepdims=True) * 5000  # normalised to one total per cell, as the published file is
+    n = len(rows)
+    clone = sp.csr_matrix((np.ones(n), (np.arange(n), clones)), shape=(n, n_clones))
+    obs = pd.DataFrame({"time_info": pd.Categorical(times), "state_info": pd.Categorical(states)},
+                       index=[f"{''.join(rng.choice(list('ACGT'), 16))}-{i}" for i in range(n)])
+    var = pd.DataFrame(index=[s.capitalize() for s in SYMBOLS])  # mouse-style 'Gene0'
+    ad.AnnData(X=sp.csr_matrix(X.astype(np.float32)), obs=obs, var=var,
+               obsm={"X_clone": clone, "X_emb": rng.normal(size=(n, 2))}).write_h5ad(path)
+
+
+PROGRAMS_LARRY = {s: np.arange(30 + 6 * i, 36 + 6 * i) for i, s in enumerate(LARRY_STATES)}
+
+
+def sciplex3_h5ad(path, *, seed=0):
+    """scPerturb's ``SrivatsanTrapnell2020_sciplex3.h5ad``: raw UMI counts in X, gene symbols as var names with
+    ``ensembl_id``, obs ``perturbation`` ('control' = vehicle), ``cell_line``, ``dose_value``, ``dose_unit``,
+    ``time``, ``celltype``, ``ncounts`` and scPerturb's other annotation columns."""
+    rng = np.random.default_rng(seed)
+    lines = {"A549": "alveolar basal epithelial cells", "K562": "lymphoblasts", "MCF7": "mammary epithelial cells"}
+    drugs = ["control", "Dacinostat", "Givinostat", "Flavopiridol HCl"]
+    line_prog = _programs(list(lines), seed=11)
+    rows, obs_rows = [], []
+    for line in lines:
+        for d, drug in enumerate(drugs):
+            for _ in range(30):
+                x = rng.poisson(0.6, N_GENES).astype(np.float32)
+                x[line_prog[line]] += rng.poisson(6.0, 8)
+                if d:
+                    x[40 + 5 * d: 45 + 5 * d] += rng.poisson(5.0, 5)
+                rows.append(x)
+                obs_rows.append({"perturbation": drug, "cell_line": line, "celltype": lines[line],
+                                 "dose_value": 0.0 if not d else float(rng.choice([10, 100, 1000, 10000])),
+                                 "dose_unit": "nM", "time": 24.0, "replicate": rng.choice(["rep1", "rep2"]),
+                                 "perturbation_type": "drug", "organism": "human", "ncounts": float(x.sum())})
+    obs = pd.DataFrame(obs_rows, index=[f"sciplex3_{i}" for i in range(len(rows))])
+    for c in ("perturbation", "cell_line", "celltype", "dose_unit", "replicate", "perturbation_type", "organism"):
+        obs[c] = pd.Categorical(obs[c])
+    var = pd.DataFrame({"ensembl_id": GENE_IDS}, index=pd.Index(SYMBOLS, name="gene_symbol"))
+    ad.AnnData(X=sp.csr_matrix(np.vstack(rows)), obs=obs, var=var).write_h5ad(path)
+
+
+#: the bridge datasets of config/paper.yaml -> (file name under the server's bridge/ folder, writer)
+BRIDGE = {"eb_timecourse": ("eb_v6n743h5ng.zip", eb_zip),
+          "larry_hematopoiesis": ("LARRY_adata_preprocessed.h5ad", larry_h5ad),
+          "sciplex3": ("SrivatsanTrapnell2020_sciplex3.h5ad", sciplex3_h5ad)}
+
+
+def build_bridge(served: Path, paper: dict) -> dict:
+    """Write the bridge datasets under ``served/bridge/`` and return overrides pointing their ``url`` at
+    ``{base}/bridge/<file>`` (``{base}``: the loopback server, filled in once it runs). Only the url changes: the
+    format, checksum mode, derivations and column mappings are config/paper.yaml's own."""
+    folder = served / "bridge"
+    folder.mkdir(parents=True, exist_ok=True)
+    overrides = {}
+    for name, (fname, write) in BRIDGE.items():
+        assert paper["datasets"][name]["source"] == "url", name
+        write(folder / fname)
+        overrides[name] = {"url": "{base}/bridge/" + fname}
+    return overrides

@@ -3,6 +3,9 @@ dataset shaped as their sources are (tests/workflow/paper_miniatures.py).
 
 Census datasets are downloaded by the workflow's own code (locator -> HTTPS download, checksum, h5ad
 check, concatenation of the lung studies) from a loopback server; only the Census *locator* is a stand-in.
+The bridge datasets (url sources) are served by the same server at their own file names, only their ``url``
+overridden: the 10x-zip reader, the checksum recorded on first download, the derived time and fate columns and
+the column mappings are the paper config's own.
 Local datasets (the scTab corpus export and the named-only sets) are overridden by path, as a user does.
 The run goes to every table and figure with tiny training (methods and epochs cut by a second
 --configfile; the datasets, their column mappings, splits, leakage check and hierarchy correction are the
@@ -37,7 +40,12 @@ PAPER = {
                                    "great_apes", "human_neocortex", "human_breast_cancer"],
     "table_integration": ["lung_integration"],
     "table3_spatial": ["merscope_neocortex"],
+    "table_bridge_interpolation": ["eb_timecourse", "larry_hematopoiesis"],
+    "table_bridge_fate": ["larry_hematopoiesis"],
+    "table_bridge_perturbation": ["sciplex3"],
 }
+#: tables with hierarchy-corrected columns (the annotation tables)
+HIERARCHY_TABLES = ("table1_in_distribution", "table2_out_of_distribution", "table3_spatial")
 LUNG_STUDIES = 3  # Fig. 2: Travaglini 2020, Wang 2020, Melms 2021 as one dataset
 
 TINY = {
@@ -49,7 +57,8 @@ TINY = {
     "method_params": {"scjepa": {"hparams": {"sigreg_directions": 16}},
                       "scjepa_no_recon": {"hparams": {"sigreg_directions": 16}}},
     "tasks": {"finetune": {"seeds": [0], "max_epochs": 1, "batch_size": 64},
-              "integration": {"runs": 1, "kbet_per_label": False}},
+              "integration": {"runs": 1, "kbet_per_label": False},
+              "bridge": {"seeds": [0], "sigmas": [0.0, 0.1]}},
     "report": {"formats": ["png"], "dpi": 50},
 }
 
@@ -63,6 +72,7 @@ def paper():
 def rehearsal(tmp_path_factory, paper):
     root = tmp_path_factory.mktemp("paper")
     overrides = mini.build_all(root, paper)
+    bridge = mini.build_bridge(root / "census", paper)
     mini.write_cell_ontology(root / "cl_miniature.obo")
     cfg = {**TINY, "datasets": overrides}
     cfg["tasks"] = {**TINY["tasks"], "zero_shot": {"hierarchy": {"ontology": str(root / "cl_miniature.obo")}}}
@@ -71,6 +81,9 @@ def rehearsal(tmp_path_factory, paper):
     handler.log_message = lambda *a: None
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_port}"
+    cfg["datasets"].update({n: {"url": o["url"].format(base=base)} for n, o in bridge.items()})
+    (root / "tiny.yaml").write_text(yaml.safe_dump(cfg))
     standin = mini.write_census_standin(root / "standin")
     env = {"SCJEPA_CENSUS_STANDIN": f"http://127.0.0.1:{httpd.server_port}",
            "PYTHONPATH": os.pathsep.join([str(standin), os.environ.get("PYTHONPATH", "")]),
@@ -118,7 +131,7 @@ def test_rehearsal_runs_the_paper_config_to_every_table_and_figure(rehearsal):
         header = " ".join(_header(work / f"results/tables/{table}.csv"))
         for n in names:
             assert n in header, f"{table}.csv has no column for paper dataset '{n}'"
-        if table != "table_integration":
+        if table in HIERARCHY_TABLES:
             assert "hier." in header, f"{table}: no hierarchy-corrected column"
     for fig in ("fig2_integration", "fig3_spatial_merscope_neocortex", "fig4_training_dynamics"):
         assert (work / f"results/figures/{fig}.png").stat().st_size > 0
@@ -134,6 +147,20 @@ def test_rehearsal_runs_the_paper_config_to_every_table_and_figure(rehearsal):
     assert len(prov["parts"]) == LUNG_STUDIES
     rec = json.loads((work / "results/scores/zero_shot/scjepa/hlca.json").read_text())
     assert rec["metrics"]["knn_hier_macro_f1"] >= rec["metrics"]["knn_macro_f1"]
+    # bridge datasets: checksums recorded on first download, real scores on every one of them
+    lock = yaml.safe_load((work / "resources/checksums.lock.yaml").read_text())["datasets"]
+    assert set(mini.BRIDGE) <= set(lock)
+    for name in mini.BRIDGE:
+        prov = json.loads((work / f"resources/datasets/{name}/provenance.json").read_text())
+        assert prov["sha256_source"].startswith("recorded on first download"), prov
+        rec = json.loads((work / f"results/scores/bridge/scjepa/{name}.json").read_text())
+        assert rec["status"] == "ok", rec
+    eb = json.loads((work / "results/scores/bridge/scjepa/eb_timecourse.json").read_text())
+    assert sorted(eb["config"]["cells_per_time"]) == ["0.0", "1.0", "2.0", "3.0", "4.0"]  # 5 snapshots from samples
+    larry = json.loads((work / "results/scores/bridge/scjepa/larry_hematopoiesis.json").read_text())
+    assert "fate_accuracy" in larry["metrics"]  # the derived clonal fates are the ground truth
+    assert any(k.startswith("l2_means") for k in
+               json.loads((work / "results/scores/bridge/scjepa/sciplex3.json").read_text())["metrics"])
 
 
 def test_an_in_corpus_dataset_resplit_on_its_own_is_caught(rehearsal):

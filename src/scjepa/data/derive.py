@@ -14,7 +14,8 @@ derived column is mapped or kept like any other. Kinds:
     ``{kind: clone_majority, clones: <obsm key>, label: <obs column>, time: <obs column>, at: <value>}``:
     lineage-tracing ground truth. ``obsm[clones]`` is a cells x clones membership matrix (non-zero =
     member; dense or sparse). A clone's fate is the most frequent ``label`` among its cells whose
-    ``time`` equals ``at`` (compared as text, so ``6`` matches ``"6"``); ties go to the label that
+    ``time`` equals ``at`` (as numbers where both are numeric, so ``6`` matches ``"6"`` and ``"6.0"``;
+    else as text); ties go to the label that
     sorts first. Each cell gets the fate of its clone. Cells in no clone or in several, and cells
     whose clone has no cell at ``at``, have no fate (missing) -- except the cells at ``at`` themselves,
     which fall back to their own label. E.g. Weinreb et al. 2020 (LARRY): ``clones: X_clone``,
@@ -103,11 +104,16 @@ def clone_majority(obs: pd.DataFrame, obsm: Mapping[str, Any], spec: Mapping, *,
                          column=str(clones_key), key=key)
     M.eliminate_zeros()
     at = str(spec["at"])
+    try:  # numbers compare as numbers (6 matches "6" and "6.0"), anything else as text
+        time_num = pd.to_numeric(pd.Series(time)).to_numpy(dtype=np.float64)
+        at_num = float(spec["at"])
+    except (TypeError, ValueError):
+        time_num = at_num = None
     n_memberships = np.diff(M.indptr)
     clone_of = np.full(len(obs), -1)
     single = n_memberships == 1
     clone_of[single] = M.indices[M.indptr[:-1][single]]
-    terminal = (time == at)
+    terminal = (time_num == at_num) if time_num is not None else (time == at)
     if not terminal.any():
         raise InputError(f"no cell has {spec['time']} == {at!r} (derive 'at'); values: "
                          f"{sorted(set(time))[:10]}", path=path, column=str(spec["time"]), key=key)
