@@ -107,6 +107,11 @@ def method_entry(config: dict, method: str) -> dict:
         return variants[method]
     entry = dict(config.get("method_params", {}).get(method) or {"family": method})
     entry.setdefault("hparams", {})
+    base = entry.get("ablation_of")
+    if base and base != method and base in config.get("method_params", {}):
+        # an ablation is its base method with its own changes: the base's hparams (e.g. the swept λ and γ)
+        # hold unless the ablation overrides them
+        entry["hparams"] = {**(config["method_params"][base].get("hparams") or {}), **entry["hparams"]}
     entry.setdefault("label", None)
     entry.setdefault("ablation_of", None)
     entry.setdefault("gpu", 0)

@@ -57,3 +57,15 @@ def test_config_readme_documents_every_key():
 
     readme = (ROOT / "config" / "README.md").read_text()
     assert schema_markdown() in readme, "regenerate: (cat config/README.intro.md; python -m scjepa.config) > config/README.md"
+
+
+def test_an_ablation_inherits_its_base_methods_hparams():
+    import yaml as _yaml
+
+    raw = _yaml.safe_load((Path(__file__).resolve().parents[2] / "config" / "config.yaml").read_text())
+    raw["methods"] = ["scjepa", "no_recon"]
+    raw["method_params"]["scjepa"]["hparams"] = {"lambda_sigreg": 0.3, "gamma_recon": 0.01}
+    raw["method_params"]["no_recon"] = {"family": "scjepa", "ablation_of": "scjepa", "hparams": {"gamma_recon": 0.0}}
+    c = validate(raw)
+    assert method_entry(c, "no_recon")["hparams"] == {"lambda_sigreg": 0.3, "gamma_recon": 0.0}
+    assert method_entry(c, "scjepa")["hparams"] == {"lambda_sigreg": 0.3, "gamma_recon": 0.01}
