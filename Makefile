@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-fast slurm-test lint report clean-results
+.PHONY: setup run ablations sweeps test test-fast slurm-test lint report clean-results
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ setup: $(STAMP)
 
 run: setup
 	$(VENV)/bin/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
+
+ablations: setup
+	$(VENV)/bin/snakemake --cores $(CORES) results/tables/table4_ablation.md --configfile config/config.yaml config/ablations.yaml $(SNAKEMAKE_ARGS)
+
+sweeps: setup
+	$(VENV)/bin/snakemake --cores $(CORES) results/tables/sweep_scjepa_loss.md --configfile config/config.yaml config/sweeps.yaml $(SNAKEMAKE_ARGS)
 
 report: run
 	$(VENV)/bin/snakemake --cores 1 --report results/report.html
