@@ -152,3 +152,32 @@ def test_render_rule_after_failure_says_so(tmp_path):
     assert "--keep-going" not in Path(out["md"]).read_text()
     with pytest.raises(ValueError, match="params.table"):
         R.render_rule(dict(scores=paths), {**params, "table": "nope"}, out)
+
+
+def test_annotation_notes_come_from_the_records():
+    from scjepa.report.tables import table1_in_distribution
+
+    def rec(m, d, steps, n_query=450):
+        conf = {"k": 5, "data": {"n_cells": 3000, "source": "synthetic", "world_seed": 2}}
+        if steps:
+            conf["training"] = {"steps": steps, "epochs": steps // 53, "batch_size": 256}
+        return {"task": "zero_shot", "method": m, "dataset": d, "seed": None, "status": "ok",
+                "metrics": {"knn_macro_f1": 0.5, "knn_micro_f1": 0.5, "n_query": n_query}, "config": conf}
+
+    recs = [rec("a", "d1", 530), rec("b", "d1", 530), rec("c", "d1", 1060), rec("pca", "d1", 0)]
+    t = table1_in_distribution(recs, ["a", "b", "c", "pca"], ["d1"], na=[{"task": "finetune"}],
+                               row_labels={"a": "A", "b": "B", "c": "C"})
+    assert "Pretraining budget (from the score records): A, B: 530 steps (10 epochs, batch 256); " \
+           "C: 1,060 steps (20 epochs, batch 256)." in t.notes
+    assert "Data (from the score records): d1: 3,000 cells, embedded world seed 2, 450 query cells." in t.notes
+
+
+def test_training_budget_is_read_from_the_model_directory(tmp_path):
+    import json
+
+    from scjepa.methods.embedding import training_budget
+
+    (tmp_path / "hparams.json").write_text(json.dumps({"family": "mae", "batch_size": 256}))
+    assert training_budget(tmp_path) == {}  # no curve: a model that does not train (PCA)
+    (tmp_path / "curve.csv").write_text("step,epoch,loss,lr,val_knn_macro_f1\n25,0,1.0,0.001,0.5\n106,1,0.5,0.0009,0.7\n")
+    assert training_budget(tmp_path) == {"steps": 106, "epochs": 2, "batch_size": 256}

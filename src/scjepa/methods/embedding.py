@@ -75,7 +75,32 @@ def embed_file(model_dir, data_h5ad, out_h5ad, *, layer: str | None = None) -> N
     meta = read_hparams(model_dir)
     out = ad.AnnData(obs=adata.obs.copy(), obsm={"X_emb": emb})
     out.uns["method"] = meta.get("method") or meta["family"]
+    budget = training_budget(model_dir, meta)
+    if budget:
+        out.uns["training"] = budget
     write_h5ad(out, out_h5ad)
+
+
+def training_budget(model_dir, meta: dict | None = None) -> dict:
+    """What the model was trained for, from its directory: ``steps`` and ``epochs`` done (the last row of
+    curve.csv), ``batch_size``; empty for a model without a training curve (PCA). Score records carry it, so
+    table notes say the budget the numbers come from."""
+    import csv
+    from pathlib import Path
+
+    from scjepa.methods.base import read_hparams
+
+    curve = Path(model_dir) / "curve.csv"
+    if not curve.exists():
+        return {}
+    rows = list(csv.DictReader(curve.open()))
+    if not rows:
+        return {}
+    meta = meta if meta is not None else read_hparams(model_dir)
+    out = {"steps": int(float(rows[-1]["step"])), "epochs": int(float(rows[-1]["epoch"])) + 1}
+    if meta.get("batch_size") is not None:
+        out["batch_size"] = int(meta["batch_size"])
+    return out
 
 
 def embed_rule(rule) -> None:

@@ -265,7 +265,8 @@ def _annotation_table(
 ):
     cols = annotation_columns(datasets, probe=probe, dataset_labels=dataset_labels, hierarchy=hierarchy)
     expected = {"finetune": list(seeds)} if seeds is not None else None
-    return build_table(
+    records = list(records)
+    table = build_table(
         name,
         records,
         methods,
@@ -276,6 +277,46 @@ def _annotation_table(
         caption=caption,
         digits=digits,
     )
+    table.notes.extend(record_notes(records, methods, datasets, row_labels=row_labels, dataset_labels=dataset_labels))
+    return table
+
+
+def record_notes(records, methods, datasets, *, row_labels=None, dataset_labels=None, task="zero_shot") -> list[str]:
+    """Notes written from the score records, not from the config: each pretrained method's training budget
+    (steps, epochs, batch: what the embedding's model ran) and each dataset's size, source (the embedded world's
+    seed) and kNN query size. Records without these keys (older runs) add nothing."""
+    budgets: dict[tuple, list[str]] = {}
+    data: dict[str, tuple] = {}
+    for r in sorted(records, key=lambda r: (str(r.get("method")), str(r.get("dataset")))):
+        if r.get("task") != task or r.get("status") != "ok" or r.get("method") not in methods:
+            continue
+        conf = r.get("config") or {}
+        tr = conf.get("training")
+        if tr:
+            key = (tr.get("steps"), tr.get("epochs"), tr.get("batch_size"))
+            if r["method"] not in budgets.setdefault(key, []):
+                budgets[key].append(r["method"])
+        if conf.get("data") and r.get("dataset") in datasets and r["dataset"] not in data:
+            data[r["dataset"]] = (conf["data"], r.get("metrics", {}).get("n_query"))
+    notes = []
+    if budgets:
+        order = {m: i for i, m in enumerate(methods)}
+        parts = []
+        for (steps, epochs, batch), ms in sorted(budgets.items(), key=lambda kv: min(order[m] for m in kv[1])):
+            names = ", ".join(str((row_labels or {}).get(m, m)) for m in sorted(ms, key=order.get))
+            parts.append(f"{names}: {steps:,} steps ({epochs} epoch{'s' if epochs != 1 else ''}, batch {batch})")
+        notes.append("Pretraining budget (from the score records): " + "; ".join(parts) + ".")
+    if data:
+        parts = []
+        for d in datasets:
+            if d not in data:
+                continue
+            info, n_query = data[d]
+            world = f", embedded world seed {info['world_seed']}" if "world_seed" in info else ""
+            query = f", {int(n_query):,} query cells" if n_query is not None else ""
+            parts.append(f"{(dataset_labels or {}).get(d, d)}: {int(info['n_cells']):,} cells{world}{query}")
+        notes.append("Data (from the score records): " + "; ".join(parts) + ".")
+    return notes
 
 
 def _annotation_table_named(name: str, caption: str):

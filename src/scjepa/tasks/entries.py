@@ -24,10 +24,29 @@ def _hierarchy(rule):
     return load_hierarchy(rule.params.get("hierarchy"), rule.input.get("ontology"))
 
 
+def budget_and_data(adata, provenance_json=None) -> dict:
+    """The record's ``training`` (the embedding's model budget: steps, epochs, batch) and ``data`` (cells; source
+    and, for the embedded world, its world seed, from the dataset's provenance.json), for table notes."""
+    import json
+
+    out = {}
+    if "training" in adata.uns:
+        out["training"] = {k: int(v) for k, v in dict(adata.uns["training"]).items()}
+    data = {"n_cells": int(adata.n_obs)}
+    if provenance_json:
+        prov = json.loads(open(provenance_json).read())
+        data["source"] = prov.get("source")
+        if isinstance(prov.get("synthetic"), dict) and "world_seed" in prov["synthetic"]:
+            data["world_seed"] = int(prov["synthetic"]["world_seed"])
+    out["data"] = data
+    return out
+
+
 def zero_shot_rule(rule) -> dict:
     """Rule ``score_zero_shot``: kNN (and a linear probe) from the reference split to the query split.
 
-    input: ``emb``, ``processed`` (rows are checked against it); params: ``k``, ``reference_split``,
+    input: ``emb``, ``processed`` (rows are checked against it), ``provenance`` (optional: the dataset's
+    provenance.json, for the record's ``data``); params: ``k``, ``reference_split``,
     ``query_split``, ``probe``, ``seed`` (the probe's solver; the record's seed is null), ``hierarchy``.
     """
     from scjepa.tasks.knn import zero_shot, zero_shot_config
@@ -41,6 +60,7 @@ def zero_shot_rule(rule) -> dict:
         hierarchy = _hierarchy(rule)
         metrics, _ = zero_shot(adata, path=emb, hierarchy=hierarchy, **opts)
         extra = {"hierarchy": hierarchy.config()} if hierarchy else {}
+        extra.update(budget_and_data(adata, rule.input.get("provenance")))
         return metrics, zero_shot_config(**opts, embedding=str(emb), embedding_dim=int(adata.obsm["X_emb"].shape[1]),
                                          **extra)
 
