@@ -8,7 +8,11 @@ weighting, computed by the Benchmarker). ssl_in_scg switches the isolated-labels
 do we by default (config ``isolated_labels``).
 
 One run = one seed = one random subsample of the cells (default 80 %), so repeated runs give the
-spread that Fig. 2's boxplots show.
+spread that Fig. 2's boxplots show. Large datasets: a run takes at most ``max_cells`` cells (default
+50,000), drawn stratified by batch x cell type (each stratum keeps its share of the cells, largest
+remainders rounded up), because scib-metrics' cost grows faster than the cell count (kBET and BRAS per
+label; benchmarks/RESULTS.md, 'Paper-scale evaluation costs') and exact neighbours stay affordable up to
+50,000 cells. Below the cap the subsample is exactly the uncapped one.
 
 Written against scib-metrics 0.5.x (``Benchmarker(adata, batch_key, label_key,
 embedding_obsm_keys, bio_conservation_metrics, batch_correction_metrics,
@@ -47,6 +51,7 @@ class IntegrationConfig:
     kbet_per_label: bool = True
     neighbors: str = "auto"  # "exact" | "pynndescent" | "auto" (exact up to exact_max_cells)
     exact_max_cells: int = 50_000
+    max_cells: int | None = 50_000  # cells per run at most (stratified by batch x label); None = no cap
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "IntegrationConfig":
@@ -65,6 +70,45 @@ def subsample_indices(n: int, fraction: float, seed: int) -> np.ndarray:
     if m == n:
         return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, size=m, replace=False))
+
+
+def stratified_subsample(strata: Sequence, m: int, seed: int) -> np.ndarray:
+    """Sorted indices of ``m`` cells drawn (seeded) so that each stratum keeps its share of the cells.
+
+    Stratum s of n_s cells (of n) gets floor(m n_s / n) cells, and the strata with the largest remainders
+    one more each until m are drawn (ties: the larger stratum first, then the first in sorted order); the
+    cells of each stratum are a seeded random draw without replacement.
+    """
+    strata = np.asarray(strata).astype(str)
+    n = len(strata)
+    if not 0 < m <= n:
+        raise ValueError(f"cannot draw {m} of {n} cells")
+    keys, codes, sizes = np.unique(strata, return_inverse=True, return_counts=True)
+    quota = sizes * m / n
+    take = np.floor(quota).astype(np.int64)
+    short = m - int(take.sum())
+    if short:
+        order = np.lexsort((np.arange(len(keys)), -sizes, -(quota - take)))
+        take[order[:short]] += 1
+    rng = np.random.default_rng(seed)
+    members = np.argsort(codes, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    picked = [rng.choice(members[bounds[i]:bounds[i + 1]], size=int(t), replace=False)
+              for i, t in enumerate(take) if t]
+    return np.sort(np.concatenate(picked))
+
+
+def run_indices(batch: Sequence, labels: Sequence, fraction: float, max_cells: int | None, seed: int) -> np.ndarray:
+    """The cells of one run: the seeded ``fraction`` subsample, or, where that exceeds ``max_cells``,
+    a batch x label stratified draw of ``max_cells`` cells (:func:`stratified_subsample`)."""
+    n = len(batch)
+    idx = subsample_indices(n, fraction, seed)
+    if max_cells is None or len(idx) <= max_cells:
+        return idx
+    if max_cells < 1:
+        raise ValueError(f"max_cells must be >= 1, got {max_cells}")
+    strata = np.char.add(np.char.add(np.asarray(batch).astype(str), "\x1f"), np.asarray(labels).astype(str))
+    return stratified_subsample(strata, int(max_cells), seed)
 
 
 def pca_embedding(X, n_pcs: int = 50, seed: int = 0) -> np.ndarray:
@@ -231,7 +275,7 @@ def integration_run(
     ``adata_emb``: the method's embedding AnnData (obs with batch and label columns);
     ``X``: the processed dataset's log-normalised expression, same rows. Returns
     ``(metrics, run_config)``; metrics as :func:`scib_scores` plus ``n_cells``, ``n_batches``,
-    ``seconds``.
+    ``seconds``. The run's cells: :func:`run_indices` (``subsample``, capped at ``max_cells``).
     """
     cfg = config or IntegrationConfig()
     for col in (cfg.batch_key, cfg.label_key):
@@ -245,7 +289,7 @@ def integration_run(
     batch = labels_of(adata_emb.obs, cfg.batch_key, path=path)
     if len(set(batch)) < 2:
         raise InputError("has a single batch; integration needs a multi-batch dataset", path=path, column=cfg.batch_key)
-    idx = subsample_indices(adata_emb.n_obs, cfg.subsample, seed)
+    idx = run_indices(batch, labels, cfg.subsample, cfg.max_cells, seed)
     t0 = time.perf_counter()
     X_pre = pca_embedding(X[idx], cfg.n_pcs, seed=seed)
     emb = np.asarray(adata_emb.obsm[emb_key], dtype=np.float32)[idx]
