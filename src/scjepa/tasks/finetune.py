@@ -113,14 +113,17 @@ def _dense_rows(X, idx: np.ndarray) -> np.ndarray:
     return rows.astype(np.float32, copy=False)
 
 
-def predict_codes(model, X, *, batch_size: int = 4096, device: str = "cpu") -> np.ndarray:
-    """Class codes (argmax of the logits) for every row of X (dense or CSR), in eval mode."""
+def predict_codes(model, X, *, batch_size: int = 4096, device: str = "cpu", rows: np.ndarray | None = None
+                  ) -> np.ndarray:
+    """Class codes (argmax of the logits) for every row of X (dense or CSR), or for ``rows`` of it in
+    that order, in eval mode."""
     torch = _torch()
     model.eval()
     out = []
+    ids = np.arange(X.shape[0]) if rows is None else np.asarray(rows)
     with torch.no_grad():
-        for start in range(0, X.shape[0], batch_size):
-            idx = np.arange(start, min(start + batch_size, X.shape[0]))
+        for start in range(0, len(ids), batch_size):
+            idx = ids[start : start + batch_size]
             xb = torch.from_numpy(_dense_rows(X, idx)).to(device)
             out.append(model(xb).argmax(dim=1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
@@ -174,8 +177,9 @@ def finetune(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, cfg.lr_step_size), gamma=cfg.lr_gamma)
 
-    X_tr = X[np.flatnonzero(tr)]
-    X_va = X[np.flatnonzero(va)]
+    # row indices into X, not copies of the train/val rows: the job's memory is X once (the batches are
+    # the same rows in the same order as from a copy)
+    tr_rows, va_rows = np.flatnonzero(tr), np.flatnonzero(va)
     best = (-math.inf, 0, None)  # (val macro-F1, epoch, state)
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
@@ -188,7 +192,7 @@ def finetune(
             idx = order[start : start + cfg.batch_size]
             if len(idx) < 2 and len(order) > 1:
                 continue  # a single-row batch adds noise, nothing else
-            xb = torch.from_numpy(_dense_rows(X_tr, idx)).to(device)
+            xb = torch.from_numpy(_dense_rows(X, tr_rows[idx])).to(device)
             yb = torch.from_numpy(y_tr[idx]).to(device)
             loss = loss_fn(model(xb), yb)
             opt.zero_grad(set_to_none=True)
@@ -199,7 +203,7 @@ def finetune(
             total += float(loss.detach()) * len(idx)
             n_seen += len(idx)
         sched.step()
-        val_pred = classes[predict_codes(model, X_va, batch_size=cfg.eval_batch_size, device=device)]
+        val_pred = classes[predict_codes(model, X, batch_size=cfg.eval_batch_size, device=device, rows=va_rows)]
         val_f1 = score_annotation(labels[va], val_pred)["macro_f1"]
         history.append({"epoch": epoch, "train_loss": total / max(n_seen, 1), "val_macro_f1": val_f1})
         log.info("epoch %d: train loss %.4f, val macro-F1 %.4f", epoch, history[-1]["train_loss"], val_f1)
@@ -214,7 +218,7 @@ def finetune(
     if best[2] is None:
         raise ValueError("fine-tuning ran no epoch (max_epochs must be >= 1)")
     model.load_state_dict(best[2])
-    test_pred = classes[predict_codes(model, X[np.flatnonzero(te)], batch_size=cfg.eval_batch_size, device=device)]
+    test_pred = classes[predict_codes(model, X, batch_size=cfg.eval_batch_size, device=device, rows=np.flatnonzero(te))]
     metrics = score_annotation(labels[te], test_pred)
     counts = label_overlap_counts(labels[tr], labels[te])
     metrics.update(

@@ -4,6 +4,20 @@
 # the model directory, and writes the score records results/scores/finetune/{method}/{dataset}[/{seed}].json.
 
 
+from scjepa import eval_costs as _costs
+
+
+def _finetune_cost(wildcards, input, shape_of):
+    """seeds x epochs over the dataset; on a GPU node an epoch costs the host's batch assembly (scjepa.eval_costs)."""
+    shape = shape_of(input.processed)
+    gpu = method_gpu(wildcards.method) > 0 and config["training"]["device"] != "cpu"
+    return shape and _costs.finetune_cost(shape, epochs=config["tasks"]["finetune"]["max_epochs"],
+                                          seeds=len(FINETUNE_SEEDS), gpu=gpu)
+
+
+FINETUNE_MEM, FINETUNE_RUNTIME = _costs.resources("finetune", _finetune_cost, floor=(8000, 120 * len(FINETUNE_SEEDS)))
+
+
 rule score_finetune:
     """Pretrained encoder + linear head, full fine-tuning, model selection on val; every seed.
 
@@ -35,8 +49,8 @@ rule score_finetune:
         "results/benchmarks/score_finetune/{method}/{dataset}.tsv"
     threads: config["training"]["threads"]
     resources:
-        mem_mb=mem(8000),
-        runtime=runtime(120 * len(FINETUNE_SEEDS)),
+        mem_mb=FINETUNE_MEM,  # from the processed file's cells and non-zeros at scheduling time
+        runtime=FINETUNE_RUNTIME,
         gpu=1,
     conda:
         ENV

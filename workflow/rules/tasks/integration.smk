@@ -4,6 +4,20 @@
 # the model directory, and writes the score records results/scores/integration/{method}/{dataset}[/{seed}].json.
 
 
+from scjepa import eval_costs as _costs
+
+
+def _integration_cost(wildcards, input, shape_of):
+    """runs x scib-metrics at min(subsample x cells, max_cells) cells; memory holds the processed X whole."""
+    shape = shape_of(input.processed)
+    ti = config["tasks"]["integration"]
+    return shape and _costs.integration_cost(shape, runs=ti["runs"], subsample=ti["subsample"],
+                                             max_cells=ti.get("max_cells", 50_000))
+
+
+INTEGRATION_MEM, INTEGRATION_RUNTIME = _costs.resources("integration", _integration_cost)
+
+
 rule score_integration:
     """scib-metrics Benchmarker, one run per seed on a random subsample: bio, batch, total.
 
@@ -26,8 +40,8 @@ rule score_integration:
         "results/benchmarks/score_integration/{method}/{dataset}.tsv"
     threads: 1
     resources:
-        mem_mb=mem(8000),
-        runtime=runtime(60),
+        mem_mb=INTEGRATION_MEM,  # from the processed file's cells and non-zeros at scheduling time
+        runtime=INTEGRATION_RUNTIME,
     conda:
         ENV
     script:

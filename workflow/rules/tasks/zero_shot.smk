@@ -4,12 +4,27 @@
 # the model directory, and writes the score records results/scores/zero_shot/{method}/{dataset}[/{seed}].json.
 
 
+from scjepa import eval_costs as _costs
+
+
+def _zero_shot_cost(wildcards, input, shape_of):
+    """Exact kNN over (reference x query) pairs + the probe's worst case (scjepa.eval_costs)."""
+    shape = shape_of(input.processed)
+    zs = config["tasks"]["zero_shot"]
+    return shape and _costs.zero_shot_cost(shape, ref_split=zs["reference_split"], query_split=zs["query_split"],
+                                           probe=zs["linear_probe"])
+
+
+ZERO_SHOT_MEM, ZERO_SHOT_RUNTIME = _costs.resources("zero_shot", _zero_shot_cost)
+
+
 rule score_zero_shot:
     """Frozen-encoder annotation: kNN (k=5) and a linear probe, reference -> query split."""
     input:
         unpack(evaluation_guards),
         emb=embedding_input,
         processed=processed_input,
+        provenance=lambda w: f"resources/datasets/{w.dataset}/provenance.json",
     output:
         score="results/scores/zero_shot/{method}/{dataset}.json",
     params:
@@ -23,8 +38,8 @@ rule score_zero_shot:
         "logs/score_zero_shot/{method}/{dataset}.log",
     threads: 1
     resources:
-        mem_mb=mem(4000),
-        runtime=runtime(30),
+        mem_mb=ZERO_SHOT_MEM,  # from the processed file's split sizes at scheduling time (scjepa.eval_costs)
+        runtime=ZERO_SHOT_RUNTIME,
     conda:
         ENV
     script:
