@@ -21,7 +21,7 @@ from typing import Callable, Mapping
 # ---- fitted constants (seconds are CPU seconds of one thread; see the module docstring) ---------------
 
 #: exact kNN (scikit-learn brute force, k = 5, 64-d): seconds per (reference x query) pair
-KNN_S_PER_PAIR = 5.2e-9
+KNN_S_PER_PAIR = 4.5e-9  # measured 5.2e-9 at 100k, 4.5e-9 at 300k, 4.45e-9 at 1M cells (70 % -> 15 %)
 #: the linear probe (lbfgs, multinomial): seconds per reference cell, class and lbfgs iteration (measured:
 #: 1.8e-8 at 100k cells / 23 iterations, 2.8e-8 at 1M / 6 iterations, where the fixed part weighs more)
 PROBE_S_PER_CELL_CLASS_ITER = 2.0e-8
@@ -39,13 +39,14 @@ FINETUNE_EPOCH_S_PER_CELL_GPU = 1.5e-5
 FINETUNE_JOB_OVERHEAD_S = 30.0
 #: scib-metrics per run at m cells: a * m ** b seconds (kBET and BRAS per label dominate), plus the job's
 #: imports and jax/numba compilation once
-SCIB_A, SCIB_B = 7.1e-4, 1.14  # steady runs: 25.7 CPU-s at 10k, 73.3 at 25k cells
+SCIB_A, SCIB_B = 1.64e-4, 1.3  # runs after the first: 25.7 CPU-s at 10k, 73.3 at 25k, ~211 at 50k cells
 SCIB_JOB_OVERHEAD_S = 70.0  # the first run's extra (tracing/compilation): 14-69 s measured
 #: memory: the process (imports) plus bytes per cell of what the job holds
-BASE_MB = {"zero_shot": 250.0, "spatial": 250.0, "finetune": 800.0, "integration": 1800.0}
-EMB_BYTES_PER_CELL = 1200.0  # embedding (64 float32) + obs (strings, categoricals) + kNN/probe working set
+BASE_MB = {"zero_shot": 250.0, "spatial": 250.0, "finetune": 1000.0, "integration": 1800.0}
+EMB_BYTES_PER_CELL = 1800.0  # embedding (64 float32) + obs + cell ids + kNN/probe working set: 386 MB at 100k,
+#                              749 MB at 300k, 1,994 MB at 1M cells measured (zero-shot)
 CSR_BYTES_PER_NNZ = 8.0  # float32 value + int32 index
-FINETUNE_X_COPIES = 2.2  # adata.X + the train/val row copies + densified batches
+FINETUNE_X_COPIES = 1.3  # X read whole + batches (1.26x measured at 100k; 2.2x before the rows were indexed)
 SCIB_BYTES_PER_CELL = 30_000.0  # scib-metrics' per-run working set (kNN graphs, per-label diffusion maps)
 
 #: the rules' former fixed values: the floor of the model, and what a job gets before its input exists
