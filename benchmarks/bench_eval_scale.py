@@ -10,17 +10,25 @@ Tasks, each the library code path its rule runs:
 - ``zero_shot``: :func:`scjepa.tasks.knn.zero_shot` on an embedding AnnData (64-d Gaussian blobs,
   ``--types`` cell types, splits 70/15/15 as ``preprocess.split_fractions``): exact kNN (k = 5) from the
   train split to the test split, and the linear probe; the two timed apart.
-- ``probe``: the linear probe alone (for sizes where exact kNN would take too long).
+- ``probe``: the linear probe alone (for sizes where exact kNN would take too long); ``probe_hard`` the same
+  on overlapping classes (blob centres 10x closer), reporting lbfgs' iterations.
 - ``finetune``: :func:`scjepa.tasks.finetune.finetune_dataset` (what ``score_finetune`` calls) on an
   in-memory CSR processed dataset of ``--genes`` genes and ~``--nnz`` non-zeros per cell, the paper's batch
   of 1,024, ``--epochs`` epochs; per-epoch time from the run's history.
 - ``integration``: :func:`scjepa.tasks.integration.integration_run` (PCA of the CSR expression + the
-  scib-metrics Benchmarker) on n cells (``subsample`` 1.0, i.e. the size of one capped run); a jax
-  compilation cache shared by the children, as the workflow shares ``.snakemake/jax_cache``.
+  scib-metrics Benchmarker) on n cells (``subsample`` 1.0, no cap: the size of one run), ``--scib-runs`` runs
+  in the process (the first pays jax tracing/compilation); a jax compilation cache shared by the children,
+  as the workflow shares ``.snakemake/jax_cache``.
 - ``spatial``: :func:`scjepa.tasks.spatial.spatial_scores`: within-tissue kNN + probe on n spatial cells
   and cross-platform kNN transfer from a reference of the same size to every spatial cell.
 
     python benchmarks/bench_eval_scale.py --run zero_shot:100000 zero_shot:300000 probe:1000000 ...
+
+The series recorded in results/eval_scale.json (benchmarks/RESULTS.md, 'Paper-scale evaluation costs'):
+``--run zero_shot:100000 finetune:30000 spatial:30000 integration:5000 integration:10000 zero_shot:300000
+finetune:100000 spatial:100000 probe:1000000 integration:25000``, then ``probe_hard:100000 integration:10000
+zero_shot:1000000``, then ``--scib-runs 1 --run finetune:100000 integration:50000`` (the second fine-tuning
+row after the task stopped copying X's rows; the first integration rows ran one run per process).
 
 Appends each result to ``--out`` (JSON list), so a long series can be resumed.
 """
