@@ -71,14 +71,14 @@ def sweep_figure(table: Table, points: Sequence[Mapping], *, png=None, pdf=None)
         fig = _figure(1.6 + 0.9 * len(b), 1.2 + 0.55 * len(a))
         ax = fig.add_subplot()
         im = ax.imshow(grid, cmap="viridis", aspect="auto")
-        top = np.nanmax(grid) if np.isfinite(grid).any() else math.nan
+        top = np.nanmax(grid) if np.isfinite(grid).any() else math.nan  # bold: ties at the shown precision, as the table
         mid = np.nanmean(grid) if np.isfinite(grid).any() else math.nan
         for i in range(len(a)):
             for j in range(len(b)):
                 if not math.isnan(grid[i, j]):
                     ax.text(j, i, f"{grid[i, j]:.3f}", ha="center", va="center", fontsize=6,
                             color="black" if grid[i, j] >= mid else "white",
-                            fontweight="bold" if grid[i, j] == top else "normal")
+                            fontweight="bold" if round(grid[i, j], 3) == round(top, 3) else "normal")
         ax.set_xticks(range(len(b)), [_fmt(v) for v in b])
         ax.set_yticks(range(len(a)), [_fmt(v) for v in a])
         ax.set_xlabel(keys[1])
