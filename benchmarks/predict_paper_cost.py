@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from scjepa import eval_costs as ec  # noqa: E402
 from scjepa import task_registry  # noqa: E402
 from scjepa.config import method_entry, validate  # noqa: E402
+from scjepa.tasks.finetune_store import streams  # noqa: E402
 
 #: cells of each paper dataset (config/README.md's table; scTab's split: 15.24M / 3.5M / 3.45M)
 SIZES = {
@@ -107,7 +108,12 @@ def main(argv=None):
     for m in serving("finetune"):
         gpu = int(method_entry(cfg, m)["gpu"]) > 0
         for d in eval_sets("finetune"):
-            c = ec.finetune_cost(shape_of(d, fractions), epochs=ft["max_epochs"], seeds=seeds, gpu=gpu)
+            # the corpus through its store (tasks.finetune.stream; scjepa.tasks.finetune_store): bounded memory
+            c = ec.finetune_cost(shape_of(d, fractions), epochs=ft["max_epochs"], seeds=seeds, gpu=gpu,
+                                 streaming=streams(d, cfg["corpus"], ft.get("stream", "corpus")),
+                                 batch_size=ft.get("batch_size", 256), shard_size=cfg["store"]["shard_size"],
+                                 buffer_shards=cfg["store"]["buffer_shards"],
+                                 hierarchy=bool(zs.get("hierarchy", {}).get("enabled")))
             add("score_finetune", c, f"{m}/{d}", floor=(8000, 120 * seeds), task="finetune")
     for m in serving("integration"):
         for d in eval_sets("integration"):

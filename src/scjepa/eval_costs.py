@@ -48,6 +48,19 @@ EMB_BYTES_PER_CELL = 1800.0  # embedding (64 float32) + obs + cell ids + kNN/pro
 CSR_BYTES_PER_NNZ = 8.0  # float32 value + int32 index
 FINETUNE_X_COPIES = 1.3  # X read whole + batches (1.26x measured at 100k; 2.2x before the rows were indexed)
 SCIB_BYTES_PER_CELL = 30_000.0  # scib-metrics' per-run working set (kNN graphs, per-label diffusion maps)
+#: fine-tuning on the store path (scjepa.tasks.finetune_store): X is never held. What grows with cells is a few
+#: bytes per cell: the split and label columns' codes read whole when the job starts (and the (label, term id)
+#: pairs with hierarchy on), and per val/test cell its row id, label and prediction codes and the rank strings
+#: it is scored on. What does not: the loader (at most 2 x buffer_shards + 2 shards mapped, a few batches),
+#: one evaluation chunk (CSR, up to 2 x eval_batch rows read, and dense eval_batch x genes float32 on the host
+#: when the device is the CPU), the model. Not measured at paper scale (an upper-bound count of the arrays).
+STREAM_BYTES_PER_CELL = 24.0
+STREAM_BYTES_PER_EVAL_CELL = 120.0
+#: hierarchy-corrected scores hold the test split's label strings and term ids (scjepa.ontology): ~700 B per
+#: test cell at CELLxGENE's label lengths
+HIER_BYTES_PER_TEST_CELL = 1000.0
+STORE_BYTES_PER_CELL = 24.0  # a shard's indptr (int64) and label (int64) per cell, beside its non-zeros
+EVAL_CHUNK = 4096  # scjepa.tasks.finetune.FinetuneConfig.eval_batch_size
 
 #: the rules' former fixed values: the floor of the model, and what a job gets before its input exists
 FLOOR = {"zero_shot": (4000, 30), "spatial": (4000, 30), "finetune": (8000, 120), "integration": (8000, 60)}
@@ -155,18 +168,45 @@ def spatial_cost(spatial: Shape, reference: Shape | None = None, *, probe=True, 
     return Cost(cpu_s=cpu, mem_mb=BASE_MB["spatial"] + EMB_BYTES_PER_CELL * cells / 2**20)
 
 
-def finetune_cost(shape: Shape, *, epochs: int, seeds: int, gpu: bool = False) -> Cost:
+def finetune_cost(shape: Shape, *, epochs: int, seeds: int, gpu: bool = False, streaming: bool = False,
+                  batch_size: int = 1024, shard_size: int = 8192, buffer_shards: int = 4,
+                  eval_chunk: int = EVAL_CHUNK, hierarchy: bool = False) -> Cost:
     """All seeds of one (method, dataset) fine-tuning job: epochs x (train + val scoring) + test scoring.
 
-    Memory: the task reads the processed X whole (CSR) and copies its train and val rows, so it grows with
-    the dataset's non-zeros; see RESULTS for what streaming it through a store would need.
+    Memory, in-memory path (``streaming=False``): the task reads the processed X whole (CSR) and indexes its
+    rows, so it grows with the dataset's non-zeros (1.26x X measured). Store path (``streaming=True``,
+    :mod:`scjepa.tasks.finetune_store`): bounded by the batch, buffer and chunk sizes
+    (:func:`finetune_stream_mem_mb`) plus a few bytes per cell. Time: the same per-cell model for both (the
+    store loader assembles batches faster than the in-memory CSR indexing, RESULTS 'Data layer': an upper
+    bound for the store path).
     """
     per_epoch = (FINETUNE_EPOCH_S_PER_CELL_GPU if gpu else FINETUNE_EPOCH_S_PER_CELL_CPU) * shape.n_obs
     run = FINETUNE_JOB_OVERHEAD_S + seeds * (epochs + 0.2) * per_epoch
     nnz = shape.nnz if shape.nnz is not None else shape.n_obs * 2000
-    mem = BASE_MB["finetune"] + FINETUNE_X_COPIES * CSR_BYTES_PER_NNZ * nnz / 2**20
+    if streaming:
+        mem = finetune_stream_mem_mb(shape, batch_size=batch_size, shard_size=shard_size,
+                                     buffer_shards=buffer_shards, eval_chunk=eval_chunk, gpu=gpu,
+                                     hierarchy=hierarchy)
+    else:
+        mem = BASE_MB["finetune"] + FINETUNE_X_COPIES * CSR_BYTES_PER_NNZ * nnz / 2**20
     return Cost(cpu_s=run if not gpu else FINETUNE_JOB_OVERHEAD_S + seeds * epochs * per_epoch,
                 mem_mb=mem, gpu_s=run if gpu else 0.0)
+
+
+def finetune_stream_mem_mb(shape: Shape, *, batch_size: int = 1024, shard_size: int = 8192, buffer_shards: int = 4,
+                           eval_chunk: int = EVAL_CHUNK, gpu: bool = False, hierarchy: bool = False) -> float:
+    """Peak memory (MB) of the store path: the process, the mapped shards, the batches in flight, one
+    evaluation chunk, and a few bytes per cell (see :data:`STREAM_BYTES_PER_CELL`)."""
+    nnz_per_cell = (shape.nnz / shape.n_obs) if (shape.nnz is not None and shape.n_obs) else 2000.0
+    row = CSR_BYTES_PER_NNZ * nnz_per_cell
+    shards = (2 * buffer_shards + 2) * shard_size * (row + STORE_BYTES_PER_CELL)
+    batches = 4 * batch_size * (row + 16) + (0 if gpu else 3 * batch_size * 4 * shape.n_vars)
+    chunk = 2 * eval_chunk * row * 2 + (0 if gpu else 2 * eval_chunk * 4 * shape.n_vars)
+    n_eval = shape.split("val") + shape.split("test")
+    per_cell = STREAM_BYTES_PER_CELL * shape.n_obs + STREAM_BYTES_PER_EVAL_CELL * n_eval
+    if hierarchy:
+        per_cell += HIER_BYTES_PER_TEST_CELL * shape.split("test")
+    return BASE_MB["finetune"] + (shards + batches + chunk + per_cell) / 2**20
 
 
 def integration_run_cells(n_obs: int, subsample: float = 0.8, max_cells: int | None = 50_000) -> int:

@@ -114,3 +114,26 @@ def test_rule_callables_read_the_input_and_fall_back_before_it_exists(tmp_path):
     present = SimpleNamespace(processed=str(tmp_path / "p.h5ad"))
     assert (mem_mb(w, present, 1), runtime(w, present, 1)) == (4000, 30)  # small: the floor
     assert (mem_mb(w, present, 2), runtime(w, present, 3)) == (6000, 90)
+
+
+def test_finetune_store_path_memory_is_bounded_by_batch_buffer_and_chunk_not_by_x():
+    kw = dict(epochs=20, seeds=5, gpu=True, streaming=True, batch_size=1024, shard_size=16384, buffer_shards=8)
+    sctab = ec.finetune_cost(SCTAB, **kw)
+    in_memory = ec.finetune_cost(SCTAB, epochs=20, seeds=5, gpu=True)
+    assert in_memory.mem_mb > 300_000 and sctab.mem_mb < 24 * 1024  # 355 GB of CSR vs a 24 GiB node
+    assert sctab.gpu_s == in_memory.gpu_s  # the time model is the same (an upper bound for the store)
+    # the dataset's size enters only through a few bytes per cell: 10x the cells, < 1 GB more
+    small = ec.finetune_cost(shape(HLCA), **kw)
+    big = ec.finetune_cost(shape(10 * HLCA), **kw)
+    assert big.mem_mb - small.mem_mb < 1000
+    assert big.mem_mb - small.mem_mb < 0.01 * (ec.finetune_cost(shape(10 * HLCA), epochs=1, seeds=1).mem_mb
+                                               - ec.finetune_cost(shape(HLCA), epochs=1, seeds=1).mem_mb)
+    # ... and grows with what the job holds at once: the shards buffered, the batch, the evaluation chunk
+    more_buffer = ec.finetune_cost(SCTAB, **{**kw, "buffer_shards": 16})
+    assert more_buffer.mem_mb - sctab.mem_mb == pytest.approx(
+        16 * 16384 * (8 * 2000 + ec.STORE_BYTES_PER_CELL) / 2**20)
+    assert ec.finetune_cost(SCTAB, **{**kw, "eval_chunk": 8192}).mem_mb > sctab.mem_mb
+    assert ec.finetune_cost(SCTAB, **{**kw, "gpu": False}).mem_mb > sctab.mem_mb  # dense batches on the host
+    hier = ec.finetune_cost(SCTAB, **kw, hierarchy=True)
+    assert hier.mem_mb - sctab.mem_mb == pytest.approx(ec.HIER_BYTES_PER_TEST_CELL * SCTAB_TEST / 2**20)
+    assert hier.mem_mb < 24 * 1024

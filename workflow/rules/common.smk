@@ -262,9 +262,27 @@ def method_hparams(wildcards):
     return training_hparams(wildcards.method)
 
 
+def finetune_streams(dataset):
+    """Whether score_finetune reads ``dataset`` through the store (tasks.finetune.stream; docs/PROTOCOL.md 3.2)."""
+    from scjepa.tasks.finetune_store import streams
+
+    return streams(dataset, CORPUS, config["tasks"]["finetune"]["stream"])
+
+
+def finetune_inputs(wildcards):
+    """score_finetune's inputs: the processed dataset and the model; the corpus' store only on the store path."""
+    out = {"processed": processed_path(wildcards.dataset), "model": model_dir(wildcards.method)}
+    if finetune_streams(wildcards.dataset):
+        out["store"] = f"results/store/{CORPUS}"
+    return out
+
+
 def finetune_params(wildcards):
-    """tasks.finetune (every key but the seeds, one job runs them all) and the training device."""
-    ft = {k: v for k, v in config["tasks"]["finetune"].items() if k != "seeds"}
+    """tasks.finetune (every key but the seeds, one job runs them all, and the path switch) and the training
+    device; on the store path also the loader's settings (``store``)."""
+    ft = {k: v for k, v in config["tasks"]["finetune"].items() if k not in ("seeds", "stream")}
+    if finetune_streams(wildcards.dataset):
+        ft["store"] = {"buffer_shards": config["store"]["buffer_shards"]}
     return {**ft, "device": config["training"]["device"]}
 
 

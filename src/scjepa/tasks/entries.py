@@ -72,9 +72,12 @@ def finetune_rule(rule) -> list[dict]:
 
     All seeds of a (method, dataset) share the job: the dataset is read once. Every seed starts from the
     saved encoder and its own seed, so its record is the one a job of its own would write. A method without
-    a torch encoder (PCA) gets an "n/a" record. input: ``processed``, ``model``; params: ``finetune`` (the
-    ``tasks.finetune`` settings and the device), ``init`` ("pretrained" | "random"), ``seeds``, ``hierarchy``;
-    output: ``scores`` and ``histories`` (per-epoch CSVs), aligned with the seeds.
+    a torch encoder (PCA) gets an "n/a" record. input: ``processed``, ``model``, and ``store`` where the
+    dataset is fine-tuned in bounded memory (``tasks.finetune.stream``: train batches from the store, val/test
+    rows streamed from ``processed``; :mod:`scjepa.tasks.finetune_store`); params: ``finetune`` (the
+    ``tasks.finetune`` settings and the device, plus ``store`` = the loader's settings on the store path),
+    ``init`` ("pretrained" | "random"), ``seeds``, ``hierarchy``; output: ``scores`` and ``histories``
+    (per-epoch CSVs), aligned with the seeds.
     """
     import pandas as pd
     import torch
@@ -88,17 +91,28 @@ def finetune_rule(rule) -> list[dict]:
     cache: dict = {}
 
     def compute(method, dataset, seed, history=None):
-        cfg = FinetuneConfig.from_dict(dict(p["finetune"]))
+        opts = dict(p["finetune"])
+        store_opts = opts.pop("store", None)  # present on the store path only
+        cfg = FinetuneConfig.from_dict(opts)
         # Load the encoder before the dataset: a method without one is n/a at no cost. A fresh copy for every
         # seed (fine-tuning changes it in place).
         encoder = load_pretrained_encoder(model_dir) if model_dir else None
         genes = read_genes(model_dir) if model_dir else None
-        if "adata" not in cache:  # read once per job, however many seeds
-            cache["adata"] = read_h5ad(rule.input["processed"])
+        if "hierarchy" not in cache:
             cache["hierarchy"] = _hierarchy(rule)
-        result, run_config = finetune_dataset(
-            cache["adata"], model_dir, init=p["init"], seed=seed, label_key=LABEL_KEY, split_key=SPLIT_KEY,
-            config=cfg, encoder=encoder, genes=genes, path=rule.input["processed"], hierarchy=cache["hierarchy"])
+        if rule.input.get("store"):  # bounded memory: X is never read whole
+            from scjepa.tasks.finetune_store import finetune_store
+
+            result, run_config = finetune_store(
+                rule.input["store"], rule.input["processed"], model_dir, init=p["init"], seed=seed,
+                label_key=LABEL_KEY, split_key=SPLIT_KEY, config=cfg, encoder=encoder, genes=genes,
+                hierarchy=cache["hierarchy"], buffer_shards=int((store_opts or {}).get("buffer_shards", 4)))
+        else:
+            if "adata" not in cache:  # read once per job, however many seeds
+                cache["adata"] = read_h5ad(rule.input["processed"])
+            result, run_config = finetune_dataset(
+                cache["adata"], model_dir, init=p["init"], seed=seed, label_key=LABEL_KEY, split_key=SPLIT_KEY,
+                config=cfg, encoder=encoder, genes=genes, path=rule.input["processed"], hierarchy=cache["hierarchy"])
         if cache["hierarchy"]:
             run_config["hierarchy"] = cache["hierarchy"].config()
         if history:

@@ -318,5 +318,6 @@ def finetune_dataset(
         "head": "linear on the encoder output",
         "loss": "class-balanced cross-entropy" if cfg.class_balanced else "cross-entropy",
         "selection": "best val macro-F1 epoch",
+        "data_path": "in_memory",  # the processed X read whole; "store": scjepa.tasks.finetune_store
     }
     return result, run_config

@@ -8,11 +8,16 @@ from scjepa import eval_costs as _costs
 
 
 def _finetune_cost(wildcards, input, shape_of):
-    """seeds x epochs over the dataset; on a GPU node an epoch costs the host's batch assembly (scjepa.eval_costs)."""
+    """seeds x epochs over the dataset; on a GPU node an epoch costs the host's batch assembly (scjepa.eval_costs);
+    on the store path memory is the loader's and one evaluation chunk's, not the dataset's."""
     shape = shape_of(input.processed)
     gpu = method_gpu(wildcards.method) > 0 and config["training"]["device"] != "cpu"
-    return shape and _costs.finetune_cost(shape, epochs=config["tasks"]["finetune"]["max_epochs"],
-                                          seeds=len(FINETUNE_SEEDS), gpu=gpu)
+    ft = config["tasks"]["finetune"]
+    return shape and _costs.finetune_cost(
+        shape, epochs=ft["max_epochs"], seeds=len(FINETUNE_SEEDS), gpu=gpu,
+        streaming=finetune_streams(wildcards.dataset), batch_size=ft["batch_size"],
+        shard_size=config["store"]["shard_size"], buffer_shards=config["store"]["buffer_shards"],
+        hierarchy=bool(HIERARCHY["enabled"]))
 
 
 FINETUNE_MEM, FINETUNE_RUNTIME = _costs.resources("finetune", _finetune_cost, floor=(8000, 120 * len(FINETUNE_SEEDS)))
@@ -23,12 +28,12 @@ rule score_finetune:
 
     All seeds of a (method, dataset) share one job: the imports and the dataset read (~5 s, more than
     one fine-tuning run of the default config) are paid once; each seed's record is what a job of its
-    own would write.
+    own would write. The corpus (tasks.finetune.stream: corpus) is fine-tuned in bounded memory: train
+    batches from its pretraining store (an input only then), val/test rows streamed from the processed file.
     """
     input:
         unpack(evaluation_guards),
-        processed=processed_input,
-        model=model_input,
+        unpack(finetune_inputs),
     output:
         scores=expand(
             "results/scores/finetune/{{method}}/{{dataset}}/{seed}.json",
@@ -49,7 +54,7 @@ rule score_finetune:
         "results/benchmarks/score_finetune/{method}/{dataset}.tsv"
     threads: config["training"]["threads"]
     resources:
-        mem_mb=FINETUNE_MEM,  # from the processed file's cells and non-zeros at scheduling time
+        mem_mb=FINETUNE_MEM,  # from the processed file's cells and non-zeros at scheduling time (store path: bounded)
         runtime=FINETUNE_RUNTIME,
         gpu=1,
     conda:
