@@ -51,7 +51,7 @@ SCIB_BYTES_PER_CELL = 30_000.0  # scib-metrics' per-run working set (kNN graphs,
 #: fine-tuning on the store path (scjepa.tasks.finetune_store): X is never held. What grows with cells is a few
 #: bytes per cell: the split and label columns' codes read whole when the job starts (and the (label, term id)
 #: pairs with hierarchy on), and per val/test cell its row id, label and prediction codes and the rank strings
-#: it is scored on. What does not: the loader (at most 2 x buffer_shards + 2 shards mapped, a few batches),
+#: it is scored on. What does not: the loaders (at most 2 x buffer_shards + 2 train and 4 val shards mapped, a few batches),
 #: one evaluation chunk (CSR, up to 2 x eval_batch rows read, and dense eval_batch x genes float32 on the host
 #: when the device is the CPU), the model. Not measured at paper scale (an upper-bound count of the arrays).
 STREAM_BYTES_PER_CELL = 24.0
@@ -199,7 +199,8 @@ def finetune_stream_mem_mb(shape: Shape, *, batch_size: int = 1024, shard_size: 
     evaluation chunk, and a few bytes per cell (see :data:`STREAM_BYTES_PER_CELL`)."""
     nnz_per_cell = (shape.nnz / shape.n_obs) if (shape.nnz is not None and shape.n_obs) else 2000.0
     row = CSR_BYTES_PER_NNZ * nnz_per_cell
-    shards = (2 * buffer_shards + 2) * shard_size * (row + STORE_BYTES_PER_CELL)
+    # train loader: 2 x buffer + 2 shards mapped; the val split's loader (1-shard buffer): 4 more
+    shards = (2 * buffer_shards + 2 + 4) * shard_size * (row + STORE_BYTES_PER_CELL)
     batches = 4 * batch_size * (row + 16) + (0 if gpu else 3 * batch_size * 4 * shape.n_vars)
     chunk = 2 * eval_chunk * row * 2 + (0 if gpu else 2 * eval_chunk * 4 * shape.n_vars)
     n_eval = shape.split("val") + shape.split("test")

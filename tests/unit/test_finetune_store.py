@@ -162,6 +162,24 @@ def test_store_loader_order_same_selection_and_scores_close(tiny):
            {k: v for k, v in m.items() if k != "train_seconds"}
 
 
+def test_val_from_the_store_or_the_processed_file_scores_the_same(tiny):
+    """The store's val split (shard order) and the processed file's val rows (file order) are the same cells;
+    a cell's prediction does not depend on its chunk, so the per-epoch val scores and the selection agree."""
+    adata, processed, store = tiny
+    torch.manual_seed(0)
+    enc = Encoder(adata.n_vars, hidden=(32,), latent=8)
+    cfg = FinetuneConfig(**{**CFG, "max_epochs": 3})
+    runs = {v: finetune_store(store, processed, encoder=copy.deepcopy(enc), seed=2, config=cfg, val_from=v,
+                              buffer_shards=2) for v in ("store", "processed")}
+    (a, a_cfg), (b, b_cfg) = runs["store"], runs["processed"]
+    assert a.history == b.history
+    assert {k: v for k, v in a.metrics.items() if k != "train_seconds"} == \
+           {k: v for k, v in b.metrics.items() if k != "train_seconds"}
+    assert a_cfg["store"]["val"] == "store's val split" and b_cfg["store"]["val"] == "processed file's val rows"
+    with pytest.raises(InputError, match="val_from"):
+        finetune_store(store, processed, encoder=copy.deepcopy(enc), config=cfg, val_from="elsewhere")
+
+
 def test_split_rows_reads_the_split_in_file_order_in_bounded_chunks(tiny):
     adata, processed, _ = tiny
     for chunk in (1, 7, 100, 10_000):

@@ -73,8 +73,8 @@ def finetune_rule(rule) -> list[dict]:
     All seeds of a (method, dataset) share the job: the dataset is read once. Every seed starts from the
     saved encoder and its own seed, so its record is the one a job of its own would write. A method without
     a torch encoder (PCA) gets an "n/a" record. input: ``processed``, ``model``, and ``store`` where the
-    dataset is fine-tuned in bounded memory (``tasks.finetune.stream``: train batches from the store, val/test
-    rows streamed from ``processed``; :mod:`scjepa.tasks.finetune_store`); params: ``finetune`` (the
+    dataset is fine-tuned in bounded memory (``tasks.finetune.stream``: train and val batches from the store,
+    test rows streamed from ``processed``; :mod:`scjepa.tasks.finetune_store`); params: ``finetune`` (the
     ``tasks.finetune`` settings and the device, plus ``store`` = the loader's settings on the store path),
     ``init`` ("pretrained" | "random"), ``seeds``, ``hierarchy``; output: ``scores`` and ``histories``
     (per-epoch CSVs), aligned with the seeds.

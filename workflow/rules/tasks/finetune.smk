@@ -29,7 +29,7 @@ rule score_finetune:
     All seeds of a (method, dataset) share one job: the imports and the dataset read (~5 s, more than
     one fine-tuning run of the default config) are paid once; each seed's record is what a job of its
     own would write. The corpus (tasks.finetune.stream: corpus) is fine-tuned in bounded memory: train
-    batches from its pretraining store (an input only then), val/test rows streamed from the processed file.
+    and val batches from its pretraining store (an input only then), test rows streamed from the processed file.
     """
     input:
         unpack(evaluation_guards),
