@@ -16,7 +16,8 @@ from scjepa.methods.scjepa import ScJEPA, ScJEPAModule, ScJEPAHParams, masked_vi
 N_GENES = 200
 SMALL = dict(hidden=(64, 32), latent=16, progress=False, val_every=0, checkpoint_every=0, log_every=8)
 FAMILY_HP = {
-    "scjepa": dict(n_local_views=4, sigreg_directions=32, head_hidden=(32,), head_dim=16, max_epochs=25, lr=5e-3),
+    "scjepa": dict(n_local_views=4, sigreg_directions=32, head_hidden=(32,), head_dim=16, max_epochs=25, lr=5e-3,
+               lambda_sigreg=0.1, gamma_recon=0.003),  # every term weighted enough to be seen falling in 25 epochs
     "mae": dict(max_epochs=25, lr=5e-3),
     "barlow_twins": dict(projector=(64, 64), max_epochs=10, lr=3e-3),
     "supervised": dict(max_epochs=5, lr=3e-3),
@@ -232,8 +233,8 @@ def test_the_losses_are_the_papers_equations_by_default():
 def test_defaults_are_the_papers_where_it_fixes_them():
     hp = ScJEPAHParams()
     assert (hp.n_local_views, hp.mask_rate) == (8, 0.5)
-    # The paper gives neither lambda nor gamma: 0.05 is LeJEPA's lambda and gamma = 1 is ours (config/README.md)
-    assert (hp.lambda_sigreg, hp.gamma_recon) == (0.05, 1.0)
+    # The paper gives neither lambda nor gamma: both come from our validation sweep (config/sweeps.yaml)
+    assert (hp.lambda_sigreg, hp.gamma_recon) == (0.005, 0.3)
     assert (hp.sigreg_directions, hp.sigreg_points, hp.sigreg_t_max, hp.sigreg_window) == (256, 17, 5.0, "paper")
     assert (hp.hidden, hp.latent, hp.dropout) == ((512, 512, 256, 256), 64, 0.1)
     assert (hp.lr, hp.weight_decay, hp.lr_gamma) == (1e-3, 0.05, 0.9)

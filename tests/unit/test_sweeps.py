@@ -18,12 +18,13 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 def _config(sweeps):
     raw = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    raw["method_params"]["dae"] = {"family": "scjepa", "hparams": {"lejepa": False}}
     raw["sweeps"] = sweeps
     return cfg.validate(raw)
 
 
 def test_grid_expands_into_named_variants_with_merged_hparams():
-    c = _config({"loss": {"method": "scjepa_no_lejepa", "grid": {"lambda_sigreg": [0.05, 0.2], "gamma_recon": [1e-3, 1e-2, 0.1]},
+    c = _config({"loss": {"method": "dae", "grid": {"lambda_sigreg": [0.05, 0.2], "gamma_recon": [1e-3, 1e-2, 0.1]},
                           "seeds": [0, 7]}})
     v = cfg.sweep_variants(c)
     assert len(v) == 2 * 3 * 2
@@ -31,7 +32,7 @@ def test_grid_expands_into_named_variants_with_merged_hparams():
     e = v["loss_p05_s7"]  # last grid point: lambda 0.2, gamma 0.1 (first key slowest)
     assert e["point"] == {"lambda_sigreg": 0.2, "gamma_recon": 0.1}
     assert e["hparams"] == {"lejepa": False, "lambda_sigreg": 0.2, "gamma_recon": 0.1}  # the base's hparams kept
-    assert (e["family"], e["seed"], e["base"], e["serves"], e["ablation_of"]) == ("scjepa", 7, "scjepa_no_lejepa", [], None)
+    assert (e["family"], e["seed"], e["base"], e["serves"], e["ablation_of"]) == ("scjepa", 7, "dae", [], None)
     assert e["label"] == "lambda_sigreg=0.2, gamma_recon=0.1"
     assert cfg.method_entry(c, "loss_p05_s7") == e
     # variants are not methods of the run: no evaluation table can list them

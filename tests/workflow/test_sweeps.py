@@ -42,3 +42,24 @@ def test_sweep_table_from_validation_cells_only(tmp_path):
     # the variants are no method of the run: a dry run of everything plans no evaluation job for them
     dry = snakemake("-n", "--cores", "2", "--configfile", TINY, sweep, "-d", work, cwd=ROOT).stdout
     assert "results/scores/zero_shot/lam_" not in dry and "results/scores/finetune/lam_" not in dry
+
+
+def test_table4_is_its_own_run_layered_on_the_demo(tmp_path):
+    """`make ablations`: the demo plus config/ablations.yaml plans the four ablations and Table 4; the demo alone
+    plans neither. Each ablation trains with scJEPA's own λ and γ (ablation_of)."""
+    both = snakemake("-n", "results/tables/table4_ablation.md", "--configfile", "config/config.yaml",
+                     "config/ablations.yaml", "-d", tmp_path, cwd=ROOT).stdout
+    for m in ("scjepa_no_recon", "scjepa_no_lejepa", "scjepa_2global", "scjepa_lejepa_window"):
+        assert f"results/models/{m}" in both
+    demo = snakemake("-n", "--configfile", "config/config.yaml", "-d", tmp_path, cwd=ROOT).stdout
+    assert "table4_ablation" not in demo and "scjepa_no_recon" not in demo
+    from scjepa import config as cfg
+
+    c = cfg.validate({**yaml.safe_load((ROOT / "config" / "config.yaml").read_text()),
+                      **{k: v for k, v in yaml.safe_load((ROOT / "config" / "ablations.yaml").read_text()).items()
+                         if k != "method_params"}})
+    c["method_params"].update(yaml.safe_load((ROOT / "config" / "ablations.yaml").read_text())["method_params"])
+    base = cfg.method_entry(c, "scjepa")["hparams"]
+    for m in ("scjepa_no_lejepa", "scjepa_2global"):
+        hp = cfg.method_entry(c, m)["hparams"]
+        assert all(hp[k] == v for k, v in base.items())
