@@ -181,6 +181,8 @@ def test_killed_at_20_points_resumes_to_identical_tables(tiny_run, tmp_path):
     assert "Nothing to be done" in snakemake(*args, "-n", cwd=ROOT).stdout
     assert_outputs_whole(work)
     ref, got = _tables(tiny_run), _tables(work)
+    # the fault run has no controls, so no <table>_scaled.csv (a pure function of the same records as its table)
+    ref = {k: v for k, v in ref.items() if not k.endswith("_scaled.csv")}
     assert len(ref) == 8 and ref.keys() == got.keys()
     for name in ref:
         ref_lines, got_lines = ref[name].decode().splitlines(), got[name].decode().splitlines()
