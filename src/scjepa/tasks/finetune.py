@@ -1,6 +1,6 @@
 """Fine-tuned cell-type annotation: pretrained encoder + linear head, every layer trained.
 
-Protocol (this repository's docs/PROTOCOL.md, section 3.2): class-balanced
+Protocol (docs/PROTOCOL.md §3.2): class-balanced
 cross-entropy (sklearn 'balanced' weights on the train split), AdamW lr 9e-4, weight decay 0.05,
 StepLR(2, 0.9) and gradient clipping at 1.0 as in ssl_in_scg's scripts; model selection on the
 val split (the epoch with the best val macro-F1); the selected model is scored on the test split

@@ -1,6 +1,6 @@
 """Data integration (Fig. 2): scib-metrics' Benchmarker on one method's embedding of a multi-batch dataset.
 
-Protocol (this repository's docs/PROTOCOL.md, section 3.4, which states ssl_in_scg's scIB protocol in our words): batch and label
+Protocol (docs/PROTOCOL.md §3.4, which states ssl_in_scg's scIB protocol in our words): batch and label
 keys from the config; the pre-integrated embedding is the PCA of the dataset's log-normalised X,
 computed here; exact (brute-force) kNN, as ssl_in_scg's faiss IndexFlatL2; scores read with
 ``get_results(min_max_scale=False)``; total = 0.6 bio-conservation + 0.4 batch-correction (scIB's
