@@ -71,6 +71,28 @@ class FinetuneResult:
     test_pred: np.ndarray | None = None
 
 
+class BestEpoch:
+    """Model selection shared by both fine-tuning paths: keep the weights of the best val macro-F1 epoch (a
+    strict improvement), stop after ``patience`` epochs without one, restore the best at the end."""
+
+    def __init__(self, patience: int | None):
+        self.patience, self.f1, self.epoch, self.state, self.since = patience, -math.inf, 0, None, 0
+
+    def update(self, epoch: int, val_f1: float, model) -> bool:
+        """Record an epoch; True when training should stop."""
+        if val_f1 > self.f1:
+            self.f1, self.epoch, self.since = val_f1, epoch, 0
+            self.state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            return False
+        self.since += 1
+        return self.patience is not None and self.since >= self.patience
+
+    def restore(self, model) -> None:
+        if self.state is None:
+            raise ValueError("fine-tuning ran no epoch (max_epochs must be >= 1)")
+        model.load_state_dict(self.state)
+
+
 def _torch():
     import torch
 
@@ -180,10 +202,9 @@ def finetune(
     # row indices into X, not copies of the train/val rows: the job's memory is X once (the batches are
     # the same rows in the same order as from a copy)
     tr_rows, va_rows = np.flatnonzero(tr), np.flatnonzero(va)
-    best = (-math.inf, 0, None)  # (val macro-F1, epoch, state)
+    best = BestEpoch(cfg.patience)
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
-    since_best = 0
     for epoch in range(1, cfg.max_epochs + 1):
         model.train()
         order = rng.permutation(len(y_tr))
@@ -207,24 +228,17 @@ def finetune(
         val_f1 = score_annotation(labels[va], val_pred)["macro_f1"]
         history.append({"epoch": epoch, "train_loss": total / max(n_seen, 1), "val_macro_f1": val_f1})
         log.info("epoch %d: train loss %.4f, val macro-F1 %.4f", epoch, history[-1]["train_loss"], val_f1)
-        if val_f1 > best[0]:
-            best = (val_f1, epoch, copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}))
-            since_best = 0
-        else:
-            since_best += 1
-            if cfg.patience is not None and since_best >= cfg.patience:
-                break
+        if best.update(epoch, val_f1, model):
+            break
     train_seconds = time.perf_counter() - t0
-    if best[2] is None:
-        raise ValueError("fine-tuning ran no epoch (max_epochs must be >= 1)")
-    model.load_state_dict(best[2])
+    best.restore(model)
     test_pred = classes[predict_codes(model, X, batch_size=cfg.eval_batch_size, device=device, rows=np.flatnonzero(te))]
     metrics = score_annotation(labels[te], test_pred)
     counts = label_overlap_counts(labels[tr], labels[te])
     metrics.update(
         {
-            "val_macro_f1": float(best[0]),
-            "best_epoch": float(best[1]),
+            "val_macro_f1": float(best.f1),
+            "best_epoch": float(best.epoch),
             "epochs_run": float(len(history)),
             "n_train": float(tr.sum()),
             "n_val": float(va.sum()),

@@ -34,9 +34,7 @@ row ids, label and prediction codes (int32/int64) -- never X. ``scjepa.eval_cost
 
 from __future__ import annotations
 
-import copy
 import logging
-import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -275,7 +273,7 @@ def finetune_store(
     from scjepa.data.store import CSRBatch, StoreLoader
     from scjepa.device import select_device
     from scjepa.knn import score_annotation
-    from scjepa.tasks.finetune import (INITS, FinetuneConfig, FinetuneResult, build_classifier,
+    from scjepa.tasks.finetune import (INITS, BestEpoch, FinetuneConfig, FinetuneResult, build_classifier,
                                        load_pretrained_encoder, reinitialise)
 
     cfg = config or FinetuneConfig()
@@ -356,10 +354,9 @@ def finetune_store(
                                              sparse=True, pin_memory=device.startswith("cuda"))
         lut = torch.from_numpy(store_to_head)
 
-        best = (-math.inf, 0, None)
+        best = BestEpoch(cfg.patience)
         history: list[dict[str, float]] = []
         t0 = time.perf_counter()
-        since_best = 0
         for epoch in range(1, cfg.max_epochs + 1):
             model.train()
             loader.set_epoch(epoch)
@@ -386,24 +383,17 @@ def finetune_store(
             val_f1 = score_annotation(ranks[t_true], ranks[t_pred])["macro_f1"]
             history.append({"epoch": epoch, "train_loss": total / max(n_seen, 1), "val_macro_f1": val_f1})
             log.info("epoch %d: train loss %.4f, val macro-F1 %.4f", epoch, history[-1]["train_loss"], val_f1)
-            if val_f1 > best[0]:
-                best = (val_f1, epoch, copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}))
-                since_best = 0
-            else:
-                since_best += 1
-                if cfg.patience is not None and since_best >= cfg.patience:
-                    break
+            if best.update(epoch, val_f1, model):
+                break
         train_seconds = time.perf_counter() - t0
-        if best[2] is None:
-            raise ValueError("fine-tuning ran no epoch (max_epochs must be >= 1)")
-        model.load_state_dict(best[2])
+        best.restore(model)
         t_true, t_pred = _predict_chunks(model, test, head_to_vocab, align, device)
         metrics = score_annotation(ranks[t_true], ranks[t_pred])
         vocab_arr = np.asarray(vocab, dtype=object)
         test_pred = vocab_arr[t_pred]
         metrics.update({
-            "val_macro_f1": float(best[0]),
-            "best_epoch": float(best[1]),
+            "val_macro_f1": float(best.f1),
+            "best_epoch": float(best.epoch),
             "epochs_run": float(len(history)),
             "n_train": float(n_train),
             "n_val": float(len(val)),
