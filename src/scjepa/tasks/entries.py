@@ -9,6 +9,7 @@ columns (docs/CONTRACTS.md), not settings.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from scjepa.contracts import processed_obs_names, read_embedding
 from scjepa.tasks.common import score_one, score_replicates
@@ -34,7 +35,7 @@ def budget_and_data(adata, provenance_json=None) -> dict:
         out["training"] = {k: int(v) for k, v in dict(adata.uns["training"]).items()}
     data = {"n_cells": int(adata.n_obs)}
     if provenance_json:
-        prov = json.loads(open(provenance_json).read())
+        prov = json.loads(Path(provenance_json).read_text())
         data["source"] = prov.get("source")
         if isinstance(prov.get("synthetic"), dict) and "world_seed" in prov["synthetic"]:
             data["world_seed"] = int(prov["synthetic"]["world_seed"])
