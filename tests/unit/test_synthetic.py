@@ -203,7 +203,8 @@ def test_sparsity_and_library_size_are_realistic():
     zeros = 1 - a.X.nnz / np.prod(a.shape)
     assert 0.8 <= zeros <= 0.95
     lib = np.asarray(a.X.sum(axis=1)).ravel()
-    assert 1500 <= np.median(lib) <= 5000
+    # after saturation of the few very highly expressed genes and dropout: a 10x v2 / Drop-seq-like depth
+    assert 400 <= np.median(lib) <= 5000
     # log-normal library sizes: log lib roughly symmetric with sd ~0.4-0.8 (capture differs by study)
     assert 0.3 < np.std(np.log(lib)) < 1.0
 
@@ -363,3 +364,68 @@ def test_perturbation_responses_depend_on_cell_type():
         g = a.var_names.get_loc(truth[p]["target_gene"])
         ctrl, pert = (obs["condition"] == "control").to_numpy(), (obs["condition"] == p).to_numpy()
         assert L[pert, g].mean() < L[ctrl, g].mean() - 0.3
+
+
+# ---- what makes the world hard (generator version 2) -------------------------------------------
+
+
+def test_uninformative_genes_carry_no_program():
+    w = S.World(N_GENES, 16, seed=0)
+    assert w.informative.sum() == round(0.5 * N_GENES)
+    assert np.all(w.programs[:, ~w.informative] == 0)
+    # as many marker genes per program as a world where every gene is informative
+    full = S.World(N_GENES, 16, seed=0, informative_fraction=1.0)
+    markers = (np.abs(w.programs) > 0.2).sum(axis=1).mean()
+    assert markers == pytest.approx((np.abs(full.programs) > 0.2).sum(axis=1).mean(), rel=0.25)
+
+
+def test_uninformative_genes_do_not_separate_types(pretrain):
+    w = pretrain.uns["synthetic"]
+    world = S.World(N_GENES, 16, seed=w["world_seed"])
+    L = log1p_norm(pretrain.X)
+    y = pretrain.obs["cell_type"].cat.codes.to_numpy()
+    means = np.stack([L[y == t].mean(axis=0) for t in np.unique(y)])
+    between = means.var(axis=0)  # variance of the type means, per gene
+    assert np.median(between[world.informative]) > 5 * np.median(between[~world.informative])
+
+
+def test_subtypes_differ_from_their_lineage_by_small_programs():
+    w = S.World(N_GENES, 16, seed=0)
+    off = w.centroids - w.lineage_centroids[w.type_lineage]
+    nz = np.abs(off) > 1e-4  # centroids are float32
+    assert w.subtype_programs == 4 and np.all(nz.sum(axis=1) == 4)
+    assert np.abs(off[nz]).min() >= 0.35 - 1e-4  # distinct in the true state
+    # version 1's dense offsets are still available
+    v1 = S.World(N_GENES, 16, seed=0, subtype_programs=0)
+    assert (np.abs(v1.centroids - v1.lineage_centroids[v1.type_lineage]) > 1e-4).mean() > 0.99
+
+
+def test_dropout_removes_drawn_counts_more_often_at_low_means():
+    # the same stream draws the same NB counts; dropout then only removes entries, never changes one
+    a = S.generate("pretrain", 1024, n_genes=N_GENES, seed=3, dropout=0.0)
+    b = S.generate("pretrain", 1024, n_genes=N_GENES, seed=3)
+    A, B = a.X.tocsr(), b.X.tocsr()
+    assert B.nnz < A.nnz
+    kept = B.multiply(A != 0)
+    assert kept.nnz == B.nnz and np.allclose(kept.toarray(), B.toarray())  # a subset of A's entries
+    # per gene: the share of non-zero entries lost falls with the gene's mean (logistic dropout)
+    mean = np.asarray(A.mean(axis=0)).ravel()
+    lost = 1 - (np.asarray((B != 0).sum(axis=0)).ravel() + 1) / (np.asarray((A != 0).sum(axis=0)).ravel() + 1)
+    lo, hi = mean < np.quantile(mean, 0.25), mean > np.quantile(mean, 0.9)
+    assert lost[lo].mean() > 2 * lost[hi].mean() and lost[hi].mean() < 0.1
+
+
+def test_saturation_compresses_only_highly_expressed_genes():
+    a = S.generate("pretrain", 1024, n_genes=N_GENES, seed=4, saturation=0.0, dropout=0.0)
+    b = S.generate("pretrain", 1024, n_genes=N_GENES, seed=4, dropout=0.0)
+    ma, mb = np.asarray(a.X.mean(axis=0)).ravel(), np.asarray(b.X.mean(axis=0)).ravel()
+    top, low = ma > np.quantile(ma, 0.99), (ma > 0.05) & (ma < np.quantile(ma, 0.5))
+    assert (mb[top] / ma[top]).mean() < 0.7  # the highest genes lose much of their counts
+    assert (mb[low] / ma[low]).mean() == pytest.approx(1.0, abs=0.1)  # low genes keep theirs: nonlinear
+
+
+def test_stress_response_is_a_batch_by_lineage_interaction():
+    w = S.World(N_GENES, 16, seed=0)
+    lfc, strength = w.stress_response("study1", len(w.lineage_names))
+    assert 0 < (lfc != 0).mean() < 0.05 and strength.shape == (len(w.lineage_names),)
+    assert strength.max() - strength.min() > 0.5  # lineages respond differently: no per-gene shift removes it

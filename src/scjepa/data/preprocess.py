@@ -359,7 +359,7 @@ def preprocess_dataset(spec: Mapping, settings: Mapping, raw_path, provenance_pa
         target_sum=settings["target_sum"],
         chunk_size=settings["chunk_size"],
         min_coverage=spec["min_coverage"] if spec.get("min_coverage") is not None else settings["min_coverage"],
-        split_fractions=tuple(settings["split_fractions"]),
+        split_fractions=tuple(spec.get("split_fractions") or settings["split_fractions"]),
         split_seed=settings["split_seed"],
         x_kind=prov.get("x_kind", spec.get("x_kind", "counts")),
         columns=cols,

@@ -20,6 +20,21 @@ Cell types form a hierarchy (lineage centroid + subtype offset), so sibling type
 rare types (~1 %) are hard. Batch effects are gene-specific multiplicative (study and technology)
 plus capture efficiency and ambient RNA; ``batch_strength`` scales them.
 
+What makes the world hard the way real data is hard (generator version 2; each a documented option,
+never a handicap of one method):
+
+* **uninformative genes** (``informative_fraction``): only that share of genes carries program
+  loadings; the rest vary with baseline, donor, batch and sampling noise only;
+* **subtypes that differ by small programs** (``subtype_programs``): a subtype's offset from its
+  lineage lives in a few programs, not in all of them, so siblings are close;
+* **nonlinear technology effects**: each technology saturates highly expressed genes
+  (``mu / (1 + mu / capacity)``, a gene-specific capacity) and its study's stress genes respond
+  with a lineage-specific strength (a batch x cell-type interaction), so no per-gene shift removes
+  the batch effect;
+* **technology dropout** (``dropout``): a drawn count is lost with probability
+  ``1 / (1 + exp(slope * (log mu - log midpoint)))`` (Splatter's logistic dropout), with a
+  technology-specific midpoint; ``dropout`` scales the midpoint (0 = off).
+
 Cells are drawn in fixed blocks of ``BLOCK_SIZE`` cells, each from its own seeded stream, so a data
 set of ``n`` cells is a prefix of one of ``m > n`` cells, and :func:`generate_chunks` (bounded
 memory) concatenates to exactly :func:`generate`. Counts are drawn exactly from the NB by
@@ -52,7 +67,7 @@ KINDS = (
 )
 #: cells per random stream; fixed, so data sets are prefix-consistent and chunking is exact
 BLOCK_SIZE = 1024
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 _KIND_TAG = {
     "pretrain": "pt",
@@ -96,6 +111,18 @@ TECHNOLOGIES: dict[str, tuple[str, float]] = {
     "Seq-Well": ("seqwell", 0.35),
     "MERFISH": ("merfish", 0.3),
 }
+# technology -> (median saturation capacity in UMIs of one gene, dropout midpoint in expected UMIs):
+# older chemistries saturate earlier and lose more lowly expressed transcripts
+TECH_NONLINEARITY: dict[str, tuple[float, float]] = {
+    "10x 3' v3": (300.0, 0.25),
+    "10x 3' v2": (150.0, 0.5),
+    "10x 5' v1": (200.0, 0.4),
+    "10x 5' v2": (250.0, 0.3),
+    "Drop-seq": (80.0, 0.8),
+    "Seq-Well": (100.0, 0.7),
+    "MERFISH": (120.0, 0.2),
+}
+DROPOUT_SLOPE = 1.5
 _PRETRAIN_TECHS = ("10x 3' v3", "10x 3' v2", "10x 5' v1", "10x 3' v3", "10x 3' v2", "10x 5' v1")
 _INTEGRATION_TECHS = ("10x 3' v3", "Drop-seq", "10x 3' v2", "Seq-Well", "10x 5' v1", "10x 5' v2")
 
@@ -114,6 +141,10 @@ _COMMON_DEFAULTS: dict[str, Any] = {
     "studies": None,  # explicit study names (default from kind)
     "technologies": None,  # one per study (default from kind)
     "donors_per_study": 12,
+    "informative_fraction": 0.5,  # world: share of genes with program loadings (1 = every gene)
+    "subtype_programs": 4,  # world: programs a subtype's offset lives in (0 = all programs)
+    "dropout": 1.0,  # scales the technology's dropout midpoint (0 = no dropout)
+    "saturation": 1.0,  # scales 1 / capacity of the technology's saturation (0 = linear capture)
 }
 _KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     "pretrain": {"n_studies": 4, "donors_per_study": 8},
@@ -196,19 +227,25 @@ class World:
     ``theta`` (n_genes,) NB inverse dispersion.
     """
 
-    def __init__(self, n_genes: int = 2000, n_types: int = 16, seed: int = 0, *, n_programs: int = 20):
+    def __init__(self, n_genes: int = 2000, n_types: int = 16, seed: int = 0, *, n_programs: int = 20,
+                 informative_fraction: float = 0.5, subtype_programs: int = 4):
         if n_genes < 10:
             raise ValueError(f"n_genes must be >= 10, got {n_genes}")
         if n_types < 2:
             raise ValueError(f"n_types must be >= 2, got {n_types}")
         if n_programs < 2:
             raise ValueError(f"n_programs must be >= 2, got {n_programs}")
+        if not 0 < informative_fraction <= 1:
+            raise ValueError(f"informative_fraction must be in (0, 1], got {informative_fraction}")
+        if not 0 <= subtype_programs <= n_programs:
+            raise ValueError(f"subtype_programs must be in [0, n_programs], got {subtype_programs}")
         self.n_genes, self.n_types, self.seed, self.n_programs = (
             int(n_genes),
             int(n_types),
             int(seed),
             int(n_programs),
         )
+        self.informative_fraction, self.subtype_programs = float(informative_fraction), int(subtype_programs)
         G, T, K = self.n_genes, self.n_types, self.n_programs
 
         # genes: ids sorted like ENSEMBL's, symbols from a different namespace
@@ -225,8 +262,13 @@ class World:
 
         # programs: sparse heavy-tailed loadings (marker-like) + a weak dense background
         rng = _rng(seed, "programs", G, K)
-        support = rng.random((K, G)) < 0.05
+        f = self.informative_fraction
+        support = rng.random((K, G)) < min(1.0, 0.05 / f)  # as many markers per program whatever f is
         W = np.where(support, rng.laplace(0.0, 0.7, size=(K, G)), rng.normal(0.0, 0.05, size=(K, G)))
+        n_inf = max(1, round(f * G))
+        self.informative = np.zeros(G, bool)
+        self.informative[_rng(seed, "informative", G, n_inf).choice(G, size=n_inf, replace=False)] = True
+        W[:, ~self.informative] = 0.0  # uninformative genes: no program moves them
         self.programs = W.astype(np.float32)
         cyc = rng.random(G) < 0.03
         self.cycle_program = np.where(cyc, rng.normal(1.2, 0.3, size=G), 0.0).astype(np.float32)
@@ -243,14 +285,14 @@ class World:
         self.type_lineage = np.array([self.lineage_names.index(lin) for lin in self.lineages])
         self.lineage_centroids = rng.normal(0.0, 1.0, size=(len(self.lineage_names), K))
         self.centroids = (
-            self.lineage_centroids[self.type_lineage] + rng.normal(0.0, 0.45, size=(T, K))
+            self.lineage_centroids[self.type_lineage] + self._subtype_offsets(rng, T)
         ).astype(np.float32)
         self.spread = rng.uniform(0.2, 0.32, size=T).astype(np.float32)
         self.size_factor = np.exp(rng.normal(0.0, 0.25, size=T)).astype(np.float32)
         prolif = rng.beta(1.0, 15.0, size=T)
         prolif[np.array(self.lineages) == "Progenitor"] = 0.5
         self.proliferation = prolif
-        # imbalanced abundances; a few non-first subtypes are rare (~1 %)
+        # imbalanced abundances; a few non-first subtypes are rare (1.2-1.8 %: enough for >= 20 query cells)
         freq = np.exp(rng.normal(0.0, 0.7, size=T))
         first_of_lineage = np.zeros(T, bool)
         first_of_lineage[[self.lineages.index(lin) for lin in self.lineage_names]] = True
@@ -259,11 +301,43 @@ class World:
         self.rare_types = (
             sorted(rng.choice(candidates, size=n_rare, replace=False).tolist()) if n_rare else []
         )
-        rare_p = np.linspace(0.008, 0.012, max(1, len(self.rare_types)))[: len(self.rare_types)]
+        rare_p = np.linspace(0.012, 0.018, max(1, len(self.rare_types)))[: len(self.rare_types)]
         common = np.setdiff1d(np.arange(T), self.rare_types)
         freq = freq / freq[common].sum() * (1.0 - rare_p.sum())
         freq[self.rare_types] = rare_p
         self.type_frequencies = freq / freq.sum()
+
+    def _subtype_offsets(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """(n, K) offsets of subtypes from their lineage.
+
+        ``subtype_programs`` = 0: N(0, 0.45) in every program (version 1). Otherwise the offset lives
+        in that many programs per subtype, each moved by ±(0.35 + |N(0, 0.25)|) and zero elsewhere:
+        siblings differ by small programs, yet every subtype is distinct in its true state (at least
+        ~1.1 within-type sd along each of its programs)."""
+        K = self.n_programs
+        if not 0 < self.subtype_programs < K:
+            return rng.normal(0.0, 0.45, size=(n, K))
+        off = np.zeros((n, K))
+        for i in range(n):
+            dims = rng.choice(K, size=self.subtype_programs, replace=False)
+            sign = np.where(rng.random(dims.size) < 0.5, -1.0, 1.0)
+            off[i, dims] = sign * (0.35 + np.abs(rng.normal(0.0, 0.25, size=dims.size)))
+        return off
+
+    def technology_nonlinearity(self, technology: str) -> tuple[np.ndarray, float]:
+        """A technology's per-gene saturation capacity (n_genes,; UMIs, log-normal around its median)
+        and its dropout midpoint (expected UMIs)."""
+        cap, mid = TECH_NONLINEARITY[technology]
+        rng = _rng(self.seed, "saturation", technology, self.n_genes)
+        return (cap * np.exp(rng.normal(0.0, 0.5, size=self.n_genes))).astype(np.float32), float(mid)
+
+    def stress_response(self, study: str, n_lineages: int) -> tuple[np.ndarray, np.ndarray]:
+        """A study's dissociation/stress genes (log-folds, n_genes,; 0 off them) and each lineage's
+        response strength (n_lineages,; 0-2): a batch x cell-type interaction."""
+        rng = _rng(self.seed, "stress", study, self.n_genes, n_lineages)
+        genes = rng.random(self.n_genes) < 0.02
+        lfc = np.where(genes, rng.normal(1.0, 0.4, size=self.n_genes), 0.0)
+        return lfc.astype(np.float32), rng.uniform(0.0, 2.0, size=n_lineages).astype(np.float32)
 
     # ---- lookups --------------------------------------------------------------------------
 
@@ -300,7 +374,7 @@ class World:
         for lineage, sub in _NOVEL_CATALOG[:n]:
             li = self.lineage_names.index(lineage) if lineage in self.lineage_names else 0
             names.append(f"{self.lineage_names[li]}/{sub}")
-            cents.append(self.lineage_centroids[li] + rng.normal(0.0, 0.45, size=self.n_programs))
+            cents.append(self.lineage_centroids[li] + self._subtype_offsets(rng, 1)[0])
             lins.append(li)
         return (
             names,
@@ -323,8 +397,10 @@ class World:
 
 
 @functools.lru_cache(maxsize=8)
-def _world(n_genes: int, n_types: int, seed: int, n_programs: int) -> World:
-    return World(n_genes, n_types, seed, n_programs=n_programs)
+def _world(n_genes: int, n_types: int, seed: int, n_programs: int, informative_fraction: float = 0.5,
+           subtype_programs: int = 4) -> World:
+    return World(n_genes, n_types, seed, n_programs=n_programs, informative_fraction=informative_fraction,
+                 subtype_programs=subtype_programs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -358,6 +434,10 @@ class _Plan:
     capture: np.ndarray  # (n_studies,)
     ambient: np.ndarray  # (n_studies,)
     ambient_profile: np.ndarray  # (n_studies, G)
+    capacity: np.ndarray  # (n_studies, G) saturation capacity (UMIs; inf = linear)
+    dropout_mid: np.ndarray  # (n_studies,) dropout midpoint (expected UMIs; 0 = no dropout)
+    stress: np.ndarray  # (n_studies, G) stress-gene log-folds
+    stress_strength: np.ndarray  # (n_studies, n_types_all) per-type response to the study's stress
     genes: np.ndarray | None = None  # subset of gene indices (spatial panel)
     latent_shift: np.ndarray | None = None  # added to every cell's true state (OOD)
     extra: dict = field(default_factory=dict)
@@ -421,7 +501,8 @@ def _plan(kind: str, *, n_genes: int, seed: int, world_seed: int, options: dict)
     opts = _resolve_options(kind, options)
     if opts.get("lib_median") is None:
         opts["lib_median"] = 3000.0 * math.sqrt(max(1.0, n_genes / 2000))
-    world = _world(int(n_genes), int(opts["n_types"]), int(world_seed), int(opts["n_programs"]))
+    world = _world(int(n_genes), int(opts["n_types"]), int(world_seed), int(opts["n_programs"]),
+                   float(opts["informative_fraction"]), int(opts["subtype_programs"]))
     G, K = world.n_genes, world.n_programs
     studies, techs = _study_setup(kind, opts)
     opts["studies"], opts["technologies"] = studies, techs  # resolved, for uns["synthetic"]
@@ -520,6 +601,24 @@ def _plan(kind: str, *, n_genes: int, seed: int, world_seed: int, options: dict)
         capture[si] = TECHNOLOGIES[tech][1] * math.exp(strength * cap_jitter)
         ambient[si] = min(0.3, strength * amb)
     donor_offset = donor_lfc + batch_lfc[donor_study]
+    # nonlinear technology effects: saturation, dropout, a stress response that depends on the lineage
+    sat, drop = float(opts["saturation"]), float(opts["dropout"])
+    if sat < 0 or drop < 0:
+        raise ValueError("saturation and dropout must be >= 0")
+    lin_index = np.array([world.lineage_names.index(lin) if lin in world.lineage_names else 0
+                          for lin in type_lineage])
+    capacity = np.full((len(studies), G), np.inf, np.float32)
+    dropout_mid = np.zeros(len(studies))
+    stress = np.zeros((len(studies), G), np.float32)
+    stress_strength = np.zeros((len(studies), len(type_names)), np.float32)
+    for si, (study, tech) in enumerate(zip(studies, techs)):
+        cap, mid = world.technology_nonlinearity(tech)
+        if sat > 0:
+            capacity[si] = cap / sat
+        dropout_mid[si] = drop * mid
+        lfc_s, per_lineage = world.stress_response(study, len(world.lineage_names))
+        stress[si] = strength * lfc_s
+        stress_strength[si] = per_lineage[lin_index]
     # ambient RNA: the study's average profile
     amb_logits = world.base[None, :] + batch_lfc
     amb_logits -= amb_logits.max(axis=1, keepdims=True)
@@ -552,6 +651,10 @@ def _plan(kind: str, *, n_genes: int, seed: int, world_seed: int, options: dict)
         capture=capture,
         ambient=ambient,
         ambient_profile=ambient_profile.astype(np.float32),
+        capacity=capacity,
+        dropout_mid=dropout_mid,
+        stress=stress,
+        stress_strength=stress_strength,
         latent_shift=latent_shift,
         extra=extra,
         uns=uns,
@@ -800,6 +903,23 @@ def sample_nb(rng: np.random.Generator, mu: np.ndarray, theta: np.ndarray) -> sp
     return sp.csr_matrix((val.astype(np.float32), (nz % G).astype(np.int32), indptr), shape=(B, G))
 
 
+def _dropout(rng: np.random.Generator, X: sp.csr_matrix, mu: np.ndarray, midpoint: np.ndarray) -> None:
+    """Technology dropout in place: each drawn count of cell i is lost with probability
+    ``1 / (1 + exp(DROPOUT_SLOPE * (log mu - log midpoint_i)))``; a cell with midpoint 0 keeps all."""
+    rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
+    mid = midpoint[rows]
+    on = mid > 0
+    u = rng.random(X.nnz)
+    m = mu[rows, X.indices].astype(np.float64)
+    with np.errstate(divide="ignore"):
+        z = DROPOUT_SLOPE * (np.log(m) - np.log(np.where(on, mid, 1.0)))
+    p_drop = np.where(on, 1.0 / (1.0 + np.exp(np.clip(z, -50, 50))), 0.0)
+    lost = u < p_drop
+    if lost.any():
+        X.data[lost] = 0
+        X.eliminate_zeros()
+
+
 # --------------------------------------------------------------------------------------------
 # one block of cells
 
@@ -867,6 +987,7 @@ def _block(plan: _Plan, b: int) -> dict:
     logits = (z + plan.donor_shift[donor]) @ plan.programs
     logits += world.base
     logits += plan.donor_offset[donor]
+    logits += plan.stress_strength[study, ctype][:, None] * plan.stress[study]
     if cycling.any():
         logits[cycling] += world.cycle_program
     if cond is not None:
@@ -881,10 +1002,12 @@ def _block(plan: _Plan, b: int) -> dict:
     logits *= scale[:, None].astype(np.float32)
     mu = logits
     mu += (lib * plan.ambient[study]).astype(np.float32)[:, None] * plan.ambient_profile[study]
+    mu /= 1.0 + mu / plan.capacity[study]  # saturation of highly expressed genes (inf: none)
     theta = world.theta
     if plan.genes is not None:
         mu, theta = mu[:, plan.genes], theta[plan.genes]
     X = sample_nb(rng, mu, theta)
+    _dropout(rng, X, mu, plan.dropout_mid[study])
 
     obs.update(donor=donor, cell_type=ctype, cycling=cycling)
     return {"obs": obs, "X_true": z, "X": X}
