@@ -234,7 +234,7 @@ def test_defaults_are_the_papers_where_it_fixes_them():
     hp = ScJEPAHParams()
     assert (hp.n_local_views, hp.mask_rate) == (8, 0.5)
     # The paper gives neither lambda nor gamma: both come from our validation sweep (config/sweeps.yaml)
-    assert (hp.lambda_sigreg, hp.gamma_recon) == (0.005, 0.3)
+    assert (hp.lambda_sigreg, hp.gamma_recon) == (0.02, 0.3)
     assert (hp.sigreg_directions, hp.sigreg_points, hp.sigreg_t_max, hp.sigreg_window) == (256, 17, 5.0, "paper")
     assert (hp.hidden, hp.latent, hp.dropout) == ((512, 512, 256, 256), 64, 0.1)
     assert (hp.lr, hp.weight_decay, hp.lr_gamma) == (1e-3, 0.05, 0.9)

@@ -43,8 +43,8 @@ class ScJEPAHParams(TrainHParams):
     n_global_views: int = 1  # 1: the unmasked x; 2: + x masked at global_mask_rate
     global_mask_rate: float = 0.1
     rescale_masked: bool = False  # divide masked views by (1 − p) (ssl_in_scg's MAE does; the paper: x ⊙ m)
-    lambda_sigreg: float = 0.005  # λ: the validation sweep on the embedded world (config/sweeps.yaml)
-    gamma_recon: float = 0.3  # γ, same sweep (2,000 genes; scales with the gene count); 0 = "w/o reconstruction"
+    lambda_sigreg: float = 0.02  # λ: the validation sweep on the embedded world (config/sweeps.yaml, session 7)
+    gamma_recon: float = 0.3  # γ, same sweep (1,000 genes; scales with the gene count); 0 = "w/o reconstruction"
     lejepa: bool = True  # False = the "w/o LeJEPA" ablation: L = γ L_recon (a denoising autoencoder)
     projection_head: bool = True  # L_sim and SIGReg act on h(z); decoder and evaluations use z
     head_hidden: tuple[int, ...] = (256,)

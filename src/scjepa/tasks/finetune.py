@@ -129,6 +129,47 @@ def load_pretrained_encoder(model_dir: str | os.PathLike):
         raise NotApplicableError(str(exc)) from exc
 
 
+def train_classifier(model, epoch_batches, class_counts: np.ndarray, val_macro_f1, cfg: FinetuneConfig,
+                     device: str) -> tuple[BestEpoch, list[dict[str, float]], float]:
+    """The fine-tuning loop both data paths share (in memory: :func:`finetune`; streamed from the store:
+    ``scjepa.tasks.finetune_store``): AdamW + StepLR, cross-entropy (class-balanced as sklearn's
+    ``compute_class_weight("balanced")``: n / (K * count) from ``class_counts``), one pass of
+    ``epoch_batches(epoch)`` (``(x, y)`` tensors on ``device``) per epoch, ``val_macro_f1(model)`` after each,
+    and :class:`BestEpoch` selection (patience, restore). Returns ``(best, history, train_seconds)``."""
+    torch = _torch()
+    weight = None
+    if cfg.class_balanced:
+        w = class_counts.sum() / (len(class_counts) * np.asarray(class_counts, dtype=np.float64))
+        weight = torch.tensor(w, dtype=torch.float32, device=device)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, cfg.lr_step_size), gamma=cfg.lr_gamma)
+    best = BestEpoch(cfg.patience)
+    history: list[dict[str, float]] = []
+    t0 = time.perf_counter()
+    for epoch in range(1, cfg.max_epochs + 1):
+        model.train()
+        total, n_seen = 0.0, 0
+        for xb, yb in epoch_batches(epoch):
+            loss = loss_fn(model(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            total += float(loss.detach()) * len(yb)
+            n_seen += len(yb)
+        sched.step()
+        val_f1 = val_macro_f1(model)
+        history.append({"epoch": epoch, "train_loss": total / max(n_seen, 1), "val_macro_f1": val_f1})
+        log.info("epoch %d: train loss %.4f, val macro-F1 %.4f", epoch, history[-1]["train_loss"], val_f1)
+        if best.update(epoch, val_f1, model):
+            break
+    train_seconds = time.perf_counter() - t0
+    best.restore(model)
+    return best, history, train_seconds
+
+
 def _dense_rows(X, idx: np.ndarray) -> np.ndarray:
     rows = X[idx]
     rows = rows.toarray() if hasattr(rows, "toarray") else np.asarray(rows)
@@ -188,50 +229,25 @@ def finetune(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = build_classifier(encoder, X.shape[1], len(classes)).to(device)
-    if cfg.class_balanced:
-        from sklearn.utils.class_weight import compute_class_weight
-
-        w = compute_class_weight("balanced", classes=np.arange(len(classes)), y=y_tr)
-        weight = torch.tensor(w, dtype=torch.float32, device=device)
-    else:
-        weight = None
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, cfg.lr_step_size), gamma=cfg.lr_gamma)
 
     # row indices into X, not copies of the train/val rows: the job's memory is X once (the batches are
     # the same rows in the same order as from a copy)
     tr_rows, va_rows = np.flatnonzero(tr), np.flatnonzero(va)
-    best = BestEpoch(cfg.patience)
-    history: list[dict[str, float]] = []
-    t0 = time.perf_counter()
-    for epoch in range(1, cfg.max_epochs + 1):
-        model.train()
+
+    def epoch_batches(epoch: int):
         order = rng.permutation(len(y_tr))
-        total, n_seen = 0.0, 0
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
             if len(idx) < 2 and len(order) > 1:
                 continue  # a single-row batch adds noise, nothing else
-            xb = torch.from_numpy(_dense_rows(X, tr_rows[idx])).to(device)
-            yb = torch.from_numpy(y_tr[idx]).to(device)
-            loss = loss_fn(model(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-            n_seen += len(idx)
-        sched.step()
+            yield (torch.from_numpy(_dense_rows(X, tr_rows[idx])).to(device), torch.from_numpy(y_tr[idx]).to(device))
+
+    def val_macro_f1(model) -> float:
         val_pred = classes[predict_codes(model, X, batch_size=cfg.eval_batch_size, device=device, rows=va_rows)]
-        val_f1 = score_annotation(labels[va], val_pred)["macro_f1"]
-        history.append({"epoch": epoch, "train_loss": total / max(n_seen, 1), "val_macro_f1": val_f1})
-        log.info("epoch %d: train loss %.4f, val macro-F1 %.4f", epoch, history[-1]["train_loss"], val_f1)
-        if best.update(epoch, val_f1, model):
-            break
-    train_seconds = time.perf_counter() - t0
-    best.restore(model)
+        return score_annotation(labels[va], val_pred)["macro_f1"]
+
+    best, history, train_seconds = train_classifier(model, epoch_batches, np.bincount(y_tr, minlength=len(classes)),
+                                                    val_macro_f1, cfg, device)
     test_pred = classes[predict_codes(model, X, batch_size=cfg.eval_batch_size, device=device, rows=np.flatnonzero(te))]
     metrics = score_annotation(labels[te], test_pred)
     counts = label_overlap_counts(labels[tr], labels[te])

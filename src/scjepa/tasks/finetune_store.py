@@ -35,7 +35,6 @@ row ids, label and prediction codes (int32/int64) -- never X. ``scjepa.eval_cost
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -273,7 +272,7 @@ def finetune_store(
     from scjepa.data.store import CSRBatch, StoreLoader
     from scjepa.device import select_device
     from scjepa.knn import score_annotation
-    from scjepa.tasks.finetune import (INITS, BestEpoch, FinetuneConfig, FinetuneResult, build_classifier,
+    from scjepa.tasks.finetune import (INITS, FinetuneConfig, FinetuneResult, build_classifier, train_classifier,
                                        load_pretrained_encoder, reinitialise)
 
     cfg = config or FinetuneConfig()
@@ -341,26 +340,13 @@ def finetune_store(
 
         torch.manual_seed(seed)
         model = build_classifier(encoder, n_in, len(classes)).to(device)
-        if cfg.class_balanced:  # sklearn's compute_class_weight("balanced") from the counts
-            w = n_train / (len(classes) * y_counts.astype(np.float64))
-            weight = torch.tensor(w, dtype=torch.float32, device=device)
-        else:
-            weight = None
-        loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, cfg.lr_step_size), gamma=cfg.lr_gamma)
         loader = train_loader or StoreLoader(store_dir, cfg.batch_size, shuffle=True, seed=seed, split="train",
                                              drop_last=False, buffer_shards=buffer_shards, prefetch=2, workers=1,
                                              sparse=True, pin_memory=device.startswith("cuda"))
         lut = torch.from_numpy(store_to_head)
 
-        best = BestEpoch(cfg.patience)
-        history: list[dict[str, float]] = []
-        t0 = time.perf_counter()
-        for epoch in range(1, cfg.max_epochs + 1):
-            model.train()
+        def epoch_batches(epoch: int):
             loader.set_epoch(epoch)
-            total, n_seen = 0.0, 0
             for batch in loader:
                 x, yb = batch["x"], lut[batch["y"]]
                 if len(yb) < 2 and n_train > 1:
@@ -368,25 +354,13 @@ def finetune_store(
                 if align is not None:
                     x = CSRBatch.from_scipy(align(x.to_scipy() if isinstance(x, CSRBatch) else x.numpy()))
                 x = x.to(device, non_blocking=True)
-                xb = x.to_dense() if isinstance(x, CSRBatch) else x
-                yb = yb.to(device)
-                loss = loss_fn(model(xb), yb)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                opt.step()
-                total += float(loss.detach()) * len(yb)
-                n_seen += len(yb)
-            sched.step()
+                yield (x.to_dense() if isinstance(x, CSRBatch) else x), yb.to(device)
+
+        def val_macro_f1(model) -> float:
             t_true, t_pred = _predict_chunks(model, val, head_to_vocab, align, device)
-            val_f1 = score_annotation(ranks[t_true], ranks[t_pred])["macro_f1"]
-            history.append({"epoch": epoch, "train_loss": total / max(n_seen, 1), "val_macro_f1": val_f1})
-            log.info("epoch %d: train loss %.4f, val macro-F1 %.4f", epoch, history[-1]["train_loss"], val_f1)
-            if best.update(epoch, val_f1, model):
-                break
-        train_seconds = time.perf_counter() - t0
-        best.restore(model)
+            return score_annotation(ranks[t_true], ranks[t_pred])["macro_f1"]
+
+        best, history, train_seconds = train_classifier(model, epoch_batches, y_counts, val_macro_f1, cfg, device)
         t_true, t_pred = _predict_chunks(model, test, head_to_vocab, align, device)
         metrics = score_annotation(ranks[t_true], ranks[t_pred])
         vocab_arr = np.asarray(vocab, dtype=object)
