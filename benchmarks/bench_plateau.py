@@ -13,7 +13,9 @@ then 2E more are the same run as 3E from scratch). PCA and the controls do not t
     python benchmarks/bench_plateau.py --workdir DIR [--factor 3] [--cores 2] [--configfile config/config.yaml]
 
 Writes ``benchmarks/results/plateau_<label>.json`` (per method and dataset: score at E and at FACTOR x E,
-the change, the val kNN curve of each method over both runs) and prints a Markdown table.
+the change, the val kNN curve of each method over both runs) and its figure ``plateau_<label>.png`` (per method:
+the val kNN curve over FACTOR x E epochs with the budget E marked, and the test scores at E and FACTOR x E), and
+prints a Markdown table. ``--plot JSON`` redraws the figure of a written result.
 """
 
 from __future__ import annotations
@@ -56,14 +58,63 @@ def _curve(workdir: Path, method: str) -> list[dict]:
             for r in rows]
 
 
+def plot(result: dict, out: Path) -> Path:
+    """The plateau figure: per trained method, its val kNN macro-F1 curve over the longer run, the default budget
+    marked, and each test score at the budget and at FACTOR x the budget (from the records)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sys.path.insert(0, str(ROOT / "src"))
+    from scjepa.report.style import method_colors
+
+    methods = sorted(result["curves"])
+    colors = method_colors(methods)
+    fx, E = result["factor"], result["epochs"]
+    fig, axes = plt.subplots(1, len(methods), figsize=(3.4 * len(methods), 3.0), sharey=True, squeeze=False)
+    for ax, m in zip(axes[0], methods):
+        longer = [r for r in result["curves"][m][f"x{fx}"] if r["val_knn_macro_f1"] is not None]
+        first = [r for r in result["curves"][m]["x1"] if r["val_knn_macro_f1"] is not None]
+        if longer:
+            ax.plot([r["step"] for r in longer], [r["val_knn_macro_f1"] for r in longer], color=colors[m], lw=1.2,
+                    label="val kNN (engine)")
+        budget = max((r["step"] for r in first), default=None)
+        if budget:
+            ax.axvline(budget, color="0.4", ls="--", lw=0.8)
+            ax.text(budget, 0.02, f" {E} epochs", transform=ax.get_xaxis_transform(), fontsize=7, color="0.3")
+        for r in (r for r in result["rows"] if r["method"] == m):
+            v1, v3 = r[f"{METRIC}_x1"], r[f"{METRIC}_x{fx}"]
+            if v1 is not None and v3 is not None and longer and budget:
+                ax.plot([budget, longer[-1]["step"]], [v1, v3], marker="o", ms=3, lw=0.8, ls=":",
+                        label=f"test {r['dataset']}: {v1:.3f} → {v3:.3f}")
+        ax.set_title(m, fontsize=9)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=6, loc="best", frameon=False)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("kNN macro-F1")
+    fig.suptitle(f"Trained {fx}x longer: largest test change {result['largest_abs_change']:.3f} "
+                 f"(criterion <= 0.01: {'holds' if result['holds'] else 'fails'})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=150)
+    plt.close(fig)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workdir", type=Path, required=True, help="a finished default run")
+    ap.add_argument("--workdir", type=Path, help="a finished default run")
+    ap.add_argument("--plot", type=Path, help="only redraw the figure of this plateau_<label>.json")
     ap.add_argument("--factor", type=int, default=3)
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--configfile", type=Path, default=ROOT / "config" / "config.yaml")
     ap.add_argument("--label", default="default")
     args = ap.parse_args(argv)
+    if args.plot:
+        print(plot(json.loads(args.plot.read_text()), args.plot.with_suffix(".png")))
+        return 0
+    if args.workdir is None:
+        ap.error("--workdir is required (or --plot JSON)")
 
     from scjepa import config as cfg
 
@@ -119,6 +170,7 @@ def main(argv=None) -> int:
     }
     out = ROOT / "benchmarks" / "results" / f"plateau_{args.label}.json"
     out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    plot(result, out.with_suffix(".png"))
     print(f"| method | dataset | kNN macro-F1 at {epochs} epochs | at {epochs * args.factor} | change |")
     print("|---|---|---:|---:|---:|")
     for r in rows:
