@@ -102,9 +102,11 @@ def validate(config: dict, extra_tasks=()) -> dict:
 def method_entry(config: dict, method: str) -> dict:
     """The method's params with defaults: family, serves, hparams, label, ablation_of, gpu (a sweep
     variant's entry: :func:`sweep_variants`)."""
-    variants = sweep_variants(config)
-    if method in variants:
-        return variants[method]
+    sweeps = config.get("sweeps") or {}
+    if any(method.startswith(f"{name}_p") for name in sweeps):  # only a sweep's name can be a variant's prefix
+        variants = sweep_variants(config)
+        if method in variants:
+            return variants[method]
     entry = dict(config.get("method_params", {}).get(method) or {"family": method})
     entry.setdefault("hparams", {})
     base = entry.get("ablation_of")

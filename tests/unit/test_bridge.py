@@ -290,7 +290,7 @@ def test_fate_probabilities_beat_chance_on_a_branching_toy():
 
 def test_fates_on_the_synthetic_time_course():
     synthetic = pytest.importorskip("scjepa.data.synthetic")
-    ad = synthetic.generate("timecourse", 1200, n_genes=200, seed=0)
+    ad = synthetic.generate("timecourse", 1200, n_genes=1000, seed=0)  # the default world's genes
     cfg = B.BridgeConfig.from_dict({"seeds": [0], "sigmas": [0.0, 0.1, 0.2], "max_cells_per_time": 120})
     res = B.score_timecourse(ad.obsm["X_true"], _lognorm(ad.X), ad.obs, cfg)
     m = res.metrics
