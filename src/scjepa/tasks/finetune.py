@@ -1,8 +1,8 @@
 """Fine-tuned cell-type annotation: pretrained encoder + linear head, every layer trained.
 
-Protocol (docs/PROTOCOL.md §3.2): class-balanced
+Protocol (this repository's docs/PROTOCOL.md §3.2; where each value comes from: its §5): class-balanced
 cross-entropy (sklearn 'balanced' weights on the train split), AdamW lr 9e-4, weight decay 0.05,
-StepLR(2, 0.9) and gradient clipping at 1.0 as in ssl_in_scg's scripts; model selection on the
+StepLR(2, 0.9) and gradient clipping at 1.0; model selection on the
 val split (the epoch with the best val macro-F1); the selected model is scored on the test split
 with :func:`scjepa.knn.score_annotation`. One call = one seed; the tables aggregate seeds.
 
@@ -38,7 +38,7 @@ INITS = ("pretrained", "random")
 
 @dataclass
 class FinetuneConfig:
-    """Hyper-parameters of one fine-tuning run (defaults: the paper's / ssl_in_scg's)."""
+    """Hyper-parameters of one fine-tuning run (defaults and their sources: this repository's docs/PROTOCOL.md §3.2, §5)."""
 
     max_epochs: int = 20  # tasks.finetune.max_epochs
     batch_size: int = 256

@@ -1,17 +1,16 @@
 """Data integration (Fig. 2): scib-metrics' Benchmarker on one method's embedding of a multi-batch dataset.
 
-Protocol (docs/PROTOCOL.md §3.4, which states ssl_in_scg's scIB protocol in our words): batch and label
+Protocol (this repository's docs/PROTOCOL.md §3.4; where each choice comes from: its §5): batch and label
 keys from the config; the pre-integrated embedding is the PCA of the dataset's log-normalised X,
-computed here; exact (brute-force) kNN, as ssl_in_scg's faiss IndexFlatL2; scores read with
-``get_results(min_max_scale=False)``; total = 0.6 bio-conservation + 0.4 batch-correction (scIB's
-weighting, computed by the Benchmarker). ssl_in_scg switches the isolated-labels metric off; so
-do we by default (config ``isolated_labels``).
+computed here; exact (brute-force) kNN; scores read with ``get_results(min_max_scale=False)``; total =
+0.6 bio-conservation + 0.4 batch-correction (scIB's weighting, computed by the Benchmarker). The
+isolated-labels metric is off by default (config ``isolated_labels``).
 
 One run = one seed = one random subsample of the cells (default 80 %), so repeated runs give the
 spread that Fig. 2's boxplots show. Large datasets: a run takes at most ``max_cells`` cells (default
 50,000), drawn stratified by batch x cell type (each stratum keeps its share of the cells, largest
 remainders rounded up), because scib-metrics' cost grows faster than the cell count (kBET and BRAS per
-label; benchmarks/RESULTS.md, 'Paper-scale evaluation costs') and exact neighbours stay affordable up to
+label; this repository's benchmarks/RESULTS.md, 'Paper-scale evaluation costs') and exact neighbours stay affordable up to
 50,000 cells. Below the cap the subsample is exactly the uncapped one.
 
 Written against scib-metrics 0.5.x (``Benchmarker(adata, batch_key, label_key,
@@ -41,13 +40,13 @@ MAX_NEIGHBORS = 90  # the Benchmarker uses 15, 50 and 90 neighbours
 
 @dataclass
 class IntegrationConfig:
-    """Options of one integration run (defaults: ssl_in_scg's scIB protocol, CPU-friendly)."""
+    """Options of one integration run (defaults: this repository's docs/PROTOCOL.md §3.4, CPU-friendly)."""
 
     batch_key: str = "batch"
     label_key: str = "cell_type"
     subsample: float = 0.8  # fraction of cells per run (1.0 = all; then runs differ only by PCA seed)
     n_pcs: int = 50  # of the pre-integrated PCA
-    isolated_labels: bool = False  # as ssl_in_scg
+    isolated_labels: bool = False  # off by default (this repository's docs/PROTOCOL.md §3.4)
     kbet_per_label: bool = True
     neighbors: str = "auto"  # "exact" | "pynndescent" | "auto" (exact up to exact_max_cells)
     exact_max_cells: int = 50_000

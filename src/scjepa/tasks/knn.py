@@ -1,9 +1,9 @@
 """Zero-shot cell-type annotation on a frozen embedding (the ``zero_shot`` task).
 
-Protocol (docs/PROTOCOL.md §3.1): reference = a configurable split (default ``train``), query =
+Protocol (this repository's docs/PROTOCOL.md §3.1): reference = a configurable split (default ``train``), query =
 ``test``; the kNN classifier of :mod:`scjepa.knn` (k = 5, Euclidean, majority vote) and a linear probe
 (logistic regression fitted on the reference) beside it; macro- and micro-F1 (sklearn). Query labels
-absent from the reference are kept: such cells can only be misclassified (as in the paper), and their
+absent from the reference are kept: such cells can only be misclassified, and their
 number is reported as ``n_query_unseen_labels``.
 """
 

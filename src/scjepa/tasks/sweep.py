@@ -5,7 +5,7 @@ each is pretrained and embedded by its family's rules like any method. This modu
 embedding of one labelled dataset: kNN (:mod:`scjepa.knn`, the zero-shot task's classifier) from a seeded
 draw of the **train** split to a seeded draw of the **val** split. The test split is dropped before the
 embedding is indexed, so no test cell can reach a score, a choice or a figure; the record says how many
-cells were dropped (docs/PROTOCOL.md §2.5).
+cells were dropped (this repository's docs/PROTOCOL.md §2.5).
 """
 
 from __future__ import annotations
