@@ -66,7 +66,6 @@ def plot(result: dict, out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sys.path.insert(0, str(ROOT / "src"))
     from scjepa.report.style import method_colors
 
     methods = sorted(result["curves"])

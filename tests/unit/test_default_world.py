@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from scjepa.config import validate
-from scjepa.data import synthetic as S
+from scjepa.data.preprocess import split_fractions
+from scjepa.data.sources import generate_synthetic
 from scjepa.data.splits import donor_split
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,10 +27,8 @@ def test_every_type_has_20_query_cells(config, role):
     assert names, f"the default config has no {role} dataset"
     for name in names:
         spec = config["datasets"][name]
-        syn = dict(spec["synthetic"])
-        a = S.generate(syn.pop("kind"), syn.pop("n_cells"), n_genes=syn.pop("n_genes"), seed=syn.pop("seed"),
-                       world_seed=syn.pop("world_seed"), **syn.pop("options", {}))
-        fractions = spec.get("split_fractions") or config["preprocess"]["split_fractions"]
+        a = generate_synthetic(spec["synthetic"])
+        fractions = split_fractions(spec, config["preprocess"])
         split = donor_split(a.obs["donor"].to_numpy(), fractions, config["preprocess"]["split_seed"])
         query = a.obs["cell_type"][split == config["tasks"]["zero_shot"]["query_split"]]
         counts = query.value_counts()

@@ -337,6 +337,11 @@ def preprocess(
             raw.file.close()
 
 
+def split_fractions(spec: Mapping, settings: Mapping) -> tuple[float, float, float]:
+    """A dataset's train/val/test fractions: its own ``split_fractions`` if set, else ``preprocess.split_fractions``."""
+    return tuple(spec.get("split_fractions") or settings["split_fractions"])
+
+
 def preprocess_dataset(spec: Mapping, settings: Mapping, raw_path, provenance_path, genes_path, out_path, *,
                        progress: bool = True, split_source=None) -> dict:
     """The ``preprocess`` rule: one dataset's config entry (``spec``, with its name under ``dataset``) and
@@ -359,7 +364,7 @@ def preprocess_dataset(spec: Mapping, settings: Mapping, raw_path, provenance_pa
         target_sum=settings["target_sum"],
         chunk_size=settings["chunk_size"],
         min_coverage=spec["min_coverage"] if spec.get("min_coverage") is not None else settings["min_coverage"],
-        split_fractions=tuple(spec.get("split_fractions") or settings["split_fractions"]),
+        split_fractions=split_fractions(spec, settings),
         split_seed=settings["split_seed"],
         x_kind=prov.get("x_kind", spec.get("x_kind", "counts")),
         columns=cols,

@@ -802,13 +802,10 @@ def _bundled_info(name: str) -> dict[str, Any]:
 # synthetic
 
 
-def fetch_synthetic(params: dict, dest: str | os.PathLike) -> str:
-    """Generate a synthetic data set (raw counts) and write it to ``dest``; return its sha256.
-
-    ``params`` is the config's ``synthetic:`` mapping: ``kind`` and ``n_cells`` (required) and
-    any further generator options (``n_genes``, ``seed``, ``world_seed``, ...), passed on to
-    ``scjepa.data.synthetic.generate(kind, n_cells, **rest)``.
-    """
+def generate_synthetic(params: dict):
+    """The AnnData (raw counts) of a config's ``synthetic:`` mapping: ``kind`` and ``n_cells`` (required) and
+    any further generator options (``n_genes``, ``seed``, ``world_seed``, ``options``, ...), passed on to
+    ``scjepa.data.synthetic.generate(kind, n_cells, **rest)``; errors name the config key."""
     if not isinstance(params, dict):
         raise InputError("must be a mapping {kind, n_cells, ...}", key="synthetic")
     rest = dict(params)
@@ -825,10 +822,16 @@ def fetch_synthetic(params: dict, dest: str | os.PathLike) -> str:
     if n_cells <= 0:
         raise InputError(f"must be positive, got {n_cells}", key="synthetic.n_cells")
     synthetic = importlib.import_module("scjepa.data.synthetic")  # lazy: heavy and optional here
-    adata = synthetic.generate(kind, n_cells, **rest)
+    return synthetic.generate(kind, n_cells, **rest)
+
+
+def fetch_synthetic(params: dict, dest: str | os.PathLike) -> str:
+    """Generate a synthetic data set (raw counts, :func:`generate_synthetic`) and write it to ``dest``; return
+    its sha256."""
+    adata = generate_synthetic(params)
     adata.uns["scjepa_source"] = {
         "source": "synthetic",
-        "kind": str(kind),
+        "kind": str(params["kind"]),
         "X_kind": "counts",
         "x_kind": "counts",
     }

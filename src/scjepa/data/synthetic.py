@@ -123,6 +123,8 @@ TECH_NONLINEARITY: dict[str, tuple[float, float]] = {
     "MERFISH": (120.0, 0.2),
 }
 DROPOUT_SLOPE = 1.5
+#: the world's defaults for the two generator-version-2 options that shape the World itself
+INFORMATIVE_FRACTION, SUBTYPE_PROGRAMS = 0.5, 4
 _PRETRAIN_TECHS = ("10x 3' v3", "10x 3' v2", "10x 5' v1", "10x 3' v3", "10x 3' v2", "10x 5' v1")
 _INTEGRATION_TECHS = ("10x 3' v3", "Drop-seq", "10x 3' v2", "Seq-Well", "10x 5' v1", "10x 5' v2")
 
@@ -141,8 +143,8 @@ _COMMON_DEFAULTS: dict[str, Any] = {
     "studies": None,  # explicit study names (default from kind)
     "technologies": None,  # one per study (default from kind)
     "donors_per_study": 12,
-    "informative_fraction": 0.5,  # world: share of genes with program loadings (1 = every gene)
-    "subtype_programs": 4,  # world: programs a subtype's offset lives in (0 = all programs)
+    "informative_fraction": INFORMATIVE_FRACTION,  # world: share of genes with program loadings (1 = every gene)
+    "subtype_programs": SUBTYPE_PROGRAMS,  # world: programs a subtype's offset lives in (0 = all programs)
     "dropout": 1.0,  # scales the technology's dropout midpoint (0 = no dropout)
     "saturation": 1.0,  # scales 1 / capacity of the technology's saturation (0 = linear capture)
 }
@@ -228,7 +230,7 @@ class World:
     """
 
     def __init__(self, n_genes: int = 2000, n_types: int = 16, seed: int = 0, *, n_programs: int = 20,
-                 informative_fraction: float = 0.5, subtype_programs: int = 4):
+                 informative_fraction: float = INFORMATIVE_FRACTION, subtype_programs: int = SUBTYPE_PROGRAMS):
         if n_genes < 10:
             raise ValueError(f"n_genes must be >= 10, got {n_genes}")
         if n_types < 2:
@@ -397,8 +399,8 @@ class World:
 
 
 @functools.lru_cache(maxsize=8)
-def _world(n_genes: int, n_types: int, seed: int, n_programs: int, informative_fraction: float = 0.5,
-           subtype_programs: int = 4) -> World:
+def _world(n_genes: int, n_types: int, seed: int, n_programs: int, informative_fraction: float,
+           subtype_programs: int) -> World:
     return World(n_genes, n_types, seed, n_programs=n_programs, informative_fraction=informative_fraction,
                  subtype_programs=subtype_programs)
 
@@ -906,6 +908,8 @@ def sample_nb(rng: np.random.Generator, mu: np.ndarray, theta: np.ndarray) -> sp
 def _dropout(rng: np.random.Generator, X: sp.csr_matrix, mu: np.ndarray, midpoint: np.ndarray) -> None:
     """Technology dropout in place: each drawn count of cell i is lost with probability
     ``1 / (1 + exp(DROPOUT_SLOPE * (log mu - log midpoint_i)))``; a cell with midpoint 0 keeps all."""
+    if not (midpoint > 0).any():  # dropout off (the block's last draw: skipping it changes nothing else)
+        return
     rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
     mid = midpoint[rows]
     on = mid > 0

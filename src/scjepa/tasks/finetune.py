@@ -134,8 +134,10 @@ def train_classifier(model, epoch_batches, class_counts: np.ndarray, val_macro_f
     """The fine-tuning loop both data paths share (in memory: :func:`finetune`; streamed from the store:
     ``scjepa.tasks.finetune_store``): AdamW + StepLR, cross-entropy (class-balanced as sklearn's
     ``compute_class_weight("balanced")``: n / (K * count) from ``class_counts``), one pass of
-    ``epoch_batches(epoch)`` (``(x, y)`` tensors on ``device``) per epoch, ``val_macro_f1(model)`` after each,
-    and :class:`BestEpoch` selection (patience, restore). Returns ``(best, history, train_seconds)``."""
+    ``epoch_batches(epoch)`` (``(x, y)`` tensors on ``device``; a single-row batch is skipped when the train split
+    has more rows: it adds noise, nothing else) per epoch, ``val_macro_f1(model)`` after each, and
+    :class:`BestEpoch` selection (patience, restore). Returns ``(best, history, train_seconds)``."""
+    n_train = int(np.sum(class_counts))
     torch = _torch()
     weight = None
     if cfg.class_balanced:
@@ -151,6 +153,8 @@ def train_classifier(model, epoch_batches, class_counts: np.ndarray, val_macro_f
         model.train()
         total, n_seen = 0.0, 0
         for xb, yb in epoch_batches(epoch):
+            if len(yb) < 2 and n_train > 1:
+                continue
             loss = loss_fn(model(xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -168,6 +172,13 @@ def train_classifier(model, epoch_batches, class_counts: np.ndarray, val_macro_f
     train_seconds = time.perf_counter() - t0
     best.restore(model)
     return best, history, train_seconds
+
+
+def selection_metrics(best: BestEpoch, history: list, train_seconds: float) -> dict[str, float]:
+    """The record's model-selection figures: val macro-F1 and 1-based epoch of the selected model, epochs run,
+    training seconds."""
+    return {"val_macro_f1": float(best.f1), "best_epoch": float(best.epoch), "epochs_run": float(len(history)),
+            "train_seconds": float(train_seconds)}
 
 
 def _dense_rows(X, idx: np.ndarray) -> np.ndarray:
@@ -238,8 +249,6 @@ def finetune(
         order = rng.permutation(len(y_tr))
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
-            if len(idx) < 2 and len(order) > 1:
-                continue  # a single-row batch adds noise, nothing else
             yield (torch.from_numpy(_dense_rows(X, tr_rows[idx])).to(device), torch.from_numpy(y_tr[idx]).to(device))
 
     def val_macro_f1(model) -> float:
@@ -253,15 +262,12 @@ def finetune(
     counts = label_overlap_counts(labels[tr], labels[te])
     metrics.update(
         {
-            "val_macro_f1": float(best.f1),
-            "best_epoch": float(best.epoch),
-            "epochs_run": float(len(history)),
+            **selection_metrics(best, history, train_seconds),
             "n_train": float(tr.sum()),
             "n_val": float(va.sum()),
             "n_test": float(te.sum()),
             "n_classes_train": counts["n_classes_ref"],
             "n_query_unseen_labels": counts["n_query_unseen_labels"],
-            "train_seconds": float(train_seconds),
         }
     )
     return FinetuneResult(

@@ -273,7 +273,7 @@ def finetune_store(
     from scjepa.device import select_device
     from scjepa.knn import score_annotation
     from scjepa.tasks.finetune import (INITS, FinetuneConfig, FinetuneResult, build_classifier, train_classifier,
-                                       load_pretrained_encoder, reinitialise)
+                                       load_pretrained_encoder, reinitialise, selection_metrics)
 
     cfg = config or FinetuneConfig()
     if init not in INITS:
@@ -349,8 +349,6 @@ def finetune_store(
             loader.set_epoch(epoch)
             for batch in loader:
                 x, yb = batch["x"], lut[batch["y"]]
-                if len(yb) < 2 and n_train > 1:
-                    continue  # a single-row batch adds noise, nothing else (as the in-memory path)
                 if align is not None:
                     x = CSRBatch.from_scipy(align(x.to_scipy() if isinstance(x, CSRBatch) else x.numpy()))
                 x = x.to(device, non_blocking=True)
@@ -366,15 +364,12 @@ def finetune_store(
         vocab_arr = np.asarray(vocab, dtype=object)
         test_pred = vocab_arr[t_pred]
         metrics.update({
-            "val_macro_f1": float(best.f1),
-            "best_epoch": float(best.epoch),
-            "epochs_run": float(len(history)),
+            **selection_metrics(best, history, train_seconds),
             "n_train": float(n_train),
             "n_val": float(len(val)),
             "n_test": float(len(test)),
             "n_classes_train": float(len(classes)),
             "n_query_unseen_labels": float((t_true >= len(classes)).sum()),  # vocab codes >= K: not a train label
-            "train_seconds": float(train_seconds),
             "gene_coverage": float(coverage),
         })
         if hierarchy is not None:
